@@ -1,0 +1,13 @@
+//! Sans-IO SIP and SDP for Trunkline.
+//!
+//! What it does: zero-copy parsing of SIP messages over `&[u8]` ([`message`]), editing
+//! without reparse ([`edit`]), stream framing for TCP/TLS ([`framing`]), SDP parsing and
+//! rewriting ([`sdp`]), RFC 3261 §17 transaction state machines ([`transaction`]) and digest
+//! authentication ([`digest`]).
+//!
+//! What it does not do: sockets, clocks, threads. Callers pass bytes and `now`; the crate
+//! returns views, events and bytes to transmit.
+#![forbid(unsafe_code)]
+
+pub mod digest;
+pub mod sdp;
