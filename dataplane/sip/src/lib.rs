@@ -1,13 +1,21 @@
 //! Sans-IO SIP and SDP for Trunkline.
 //!
-//! What it does: zero-copy parsing of SIP messages over `&[u8]` ([`message`]), editing
-//! without reparse ([`edit`]), stream framing for TCP/TLS ([`framing`]), SDP parsing and
-//! rewriting ([`sdp`]), RFC 3261 §17 transaction state machines ([`transaction`]) and digest
-//! authentication ([`digest`]).
+//! What it does: zero-copy parsing of SIP messages over `&[u8]` ([`message`], with typed
+//! header views in [`header`] and URIs in [`uri`]), editing without reparse ([`edit`]),
+//! stream framing for TCP/TLS ([`framing`]), SDP parsing and rewriting ([`sdp`]), RFC 3261
+//! §17 transaction state machines ([`transaction`]) and digest authentication ([`digest`]).
 //!
 //! What it does not do: sockets, clocks, threads. Callers pass bytes and `now`; the crate
 //! returns views, events and bytes to transmit.
 #![forbid(unsafe_code)]
 
+mod chars;
 pub mod digest;
+pub mod header;
+pub mod message;
 pub mod sdp;
+pub mod uri;
+
+pub use header::{CSeq, Contact, HeaderName, NameAddr, Via};
+pub use message::{Header, Message, Method, ParseError, StartLine};
+pub use uri::{Host, HostKind, Params, Scheme, Uri, UriError};

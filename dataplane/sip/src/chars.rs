@@ -1,0 +1,190 @@
+//! Character classes of RFC 3261 §25 and the small scanners every header parser shares.
+//!
+//! Header values are handed out with their line folding intact (CRLF followed by SP/HT), so
+//! every scanner here treats CR and LF inside a value as linear white space. The message
+//! parser has already checked that each CR/LF inside a value is part of a valid fold.
+
+const fn table(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+static TOKEN: [bool; 256] = table(b"-.!%*_+`'~");
+/// word (Call-ID) = 1*(alphanum / token marks / "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE /
+/// "/" / "[" / "]" / "?" / "{" / "}")
+static WORD: [bool; 256] = table(b"-.!%*_+`'~()<>:\\\"/[]?{}");
+/// user = 1*( unreserved / escaped / user-unreserved ), user-unreserved = & = + $ , ; ? /
+static USER: [bool; 256] = table(b"-_.!~*'()&=+$,;?/");
+/// password = *( unreserved / escaped / & = + $ , )
+static PASSWORD: [bool; 256] = table(b"-_.!~*'()&=+$,");
+/// paramchar = param-unreserved / unreserved / escaped; param-unreserved = [ ] / : & + $
+static PARAMCHAR: [bool; 256] = table(b"-_.!~*'()[]/:&+$");
+/// hnv-unreserved / unreserved (URI headers)
+static HCHAR: [bool; 256] = table(b"-_.!~*'()[]/?:+$");
+/// uric (absoluteURI) = reserved / unreserved / escaped
+static URIC: [bool; 256] = table(b";/?:@&=+$,-_.!~*'()#[]");
+/// hostname characters (underscore tolerated: it is common in real deployments)
+static HOSTCHAR: [bool; 256] = table(b"-._");
+
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    TOKEN[b as usize]
+}
+#[inline]
+pub(crate) fn is_word(b: u8) -> bool {
+    WORD[b as usize]
+}
+#[inline]
+pub(crate) fn is_user(b: u8) -> bool {
+    USER[b as usize]
+}
+#[inline]
+pub(crate) fn is_password(b: u8) -> bool {
+    PASSWORD[b as usize]
+}
+#[inline]
+pub(crate) fn is_paramchar(b: u8) -> bool {
+    PARAMCHAR[b as usize]
+}
+#[inline]
+pub(crate) fn is_hchar(b: u8) -> bool {
+    HCHAR[b as usize]
+}
+#[inline]
+pub(crate) fn is_uric(b: u8) -> bool {
+    URIC[b as usize]
+}
+#[inline]
+pub(crate) fn is_hostchar(b: u8) -> bool {
+    HOSTCHAR[b as usize]
+}
+
+/// Linear white space inside an already-unfolded value: SP, HT, and the CR/LF of a fold.
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Index of the first non-LWS byte at or after `i`.
+#[inline]
+pub(crate) fn skip_lws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_lws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// `s` without leading and trailing LWS.
+#[inline]
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
+    let start = skip_lws(s, 0);
+    let mut end = s.len();
+    while end > start && is_lws(s[end - 1]) {
+        end -= 1;
+    }
+    &s[start..end]
+}
+
+/// True when `s` is a non-empty token.
+#[inline]
+pub(crate) fn all_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token(b))
+}
+
+/// Scans a quoted-string starting at the opening DQUOTE at `s[i]`. Returns the index one past
+/// the closing DQUOTE, or `None` when it is unterminated or holds a forbidden quoted-pair.
+pub(crate) fn scan_quoted(s: &[u8], i: usize) -> Option<usize> {
+    debug_assert_eq!(s.get(i), Some(&b'"'));
+    let mut j = i + 1;
+    while j < s.len() {
+        match s[j] {
+            b'"' => return Some(j + 1),
+            b'\\' => {
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+                let next = *s.get(j + 1)?;
+                if next == b'\n' || next == b'\r' || next > 0x7f {
+                    return None;
+                }
+                j += 2;
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Checks that `%` escapes in `s` are followed by two hex digits and every other byte is in
+/// the class `ok`.
+pub(crate) fn escaped_class(s: &[u8], ok: fn(u8) -> bool) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'%' {
+            if i + 2 >= s.len() {
+                return false;
+            }
+            if !(s[i + 1].is_ascii_hexdigit() && s[i + 2].is_ascii_hexdigit()) {
+                return false;
+            }
+            i += 3;
+        } else if ok(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Parses an unsigned decimal of at most `max` without overflow; `None` on empty, non-digit
+/// or out of range.
+pub(crate) fn parse_u64_max(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        if v > max {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+/// Like [`parse_u64_max`] but values past `u32::MAX` saturate (RFC 3261 tolerates huge
+/// Expires values: treat them as the largest value the element supports).
+pub(crate) fn parse_u32_saturating(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        v = v * 10 + u64::from(b - b'0');
+        if v > u64::from(u32::MAX) {
+            return Some(u32::MAX);
+        }
+    }
+    Some(v as u32)
+}
+
+/// ASCII case-insensitive equality.
+#[inline]
+pub(crate) fn eq_ic(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}

@@ -1,0 +1,712 @@
+//! Header names and typed views of the header values a proxy relies on.
+//!
+//! Every view borrows the message bytes. Values may contain folded lines (CRLF + SP/HT);
+//! parsers here treat those as white space.
+
+use crate::chars::{
+    all_token, eq_ic, is_lws, is_token, is_word, parse_u32_saturating, parse_u64_max, scan_quoted,
+    skip_lws, trim,
+};
+use crate::uri::{Host, Params, Uri, UriError};
+use core::fmt;
+
+macro_rules! header_names {
+    ($( $variant:ident => $canon:literal $(, $compact:literal)? ;)*) => {
+        /// A header field name. Compact forms map to their full name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum HeaderName {
+            $( #[doc = $canon] $variant, )*
+            /// Any header this crate has no name for; compare the raw name instead.
+            Other,
+        }
+
+        impl HeaderName {
+            /// The canonical spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( HeaderName::$variant => $canon, )*
+                    HeaderName::Other => "",
+                }
+            }
+
+            /// The compact form letter, if the header has one (RFC 3261 §7.3.3 and extensions).
+            pub fn compact(self) -> Option<u8> {
+                match self {
+                    $( $( HeaderName::$variant => Some($compact), )? )*
+                    _ => None,
+                }
+            }
+
+            fn from_compact(c: u8) -> HeaderName {
+                match c.to_ascii_lowercase() {
+                    $( $( $compact => HeaderName::$variant, )? )*
+                    _ => HeaderName::Other,
+                }
+            }
+
+            /// Looks a name up case-insensitively, compact forms included.
+            pub fn from_bytes(name: &[u8]) -> HeaderName {
+                if name.len() == 1 {
+                    return Self::from_compact(name[0]);
+                }
+                $( if name.len() == $canon.len() && name.eq_ignore_ascii_case($canon.as_bytes()) {
+                    return HeaderName::$variant;
+                } )*
+                HeaderName::Other
+            }
+        }
+    };
+}
+
+header_names! {
+    Via => "Via", b'v';
+    From => "From", b'f';
+    To => "To", b't';
+    CallId => "Call-ID", b'i';
+    CSeq => "CSeq";
+    MaxForwards => "Max-Forwards";
+    Contact => "Contact", b'm';
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    ContentLength => "Content-Length", b'l';
+    ContentType => "Content-Type", b'c';
+    ContentEncoding => "Content-Encoding", b'e';
+    ContentDisposition => "Content-Disposition";
+    Expires => "Expires";
+    MinExpires => "Min-Expires";
+    Authorization => "Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    ProxyAuthorization => "Proxy-Authorization";
+    AuthenticationInfo => "Authentication-Info";
+    Supported => "Supported", b'k';
+    Require => "Require";
+    ProxyRequire => "Proxy-Require";
+    Unsupported => "Unsupported";
+    Allow => "Allow";
+    Accept => "Accept";
+    AcceptEncoding => "Accept-Encoding";
+    AcceptLanguage => "Accept-Language";
+    UserAgent => "User-Agent";
+    Server => "Server";
+    Subject => "Subject", b's';
+    Date => "Date";
+    Timestamp => "Timestamp";
+    RetryAfter => "Retry-After";
+    Warning => "Warning";
+    Event => "Event", b'o';
+    AllowEvents => "Allow-Events", b'u';
+    SubscriptionState => "Subscription-State";
+    ReferTo => "Refer-To", b'r';
+    ReferredBy => "Referred-By", b'b';
+    SessionExpires => "Session-Expires", b'x';
+    MinSe => "Min-SE";
+    RSeq => "RSeq";
+    RAck => "RAck";
+    Path => "Path";
+    ServiceRoute => "Service-Route";
+    PAssertedIdentity => "P-Asserted-Identity";
+    PPreferredIdentity => "P-Preferred-Identity";
+    Privacy => "Privacy";
+    Reason => "Reason";
+    Organization => "Organization";
+    Priority => "Priority";
+    ReplyTo => "Reply-To";
+    InReplyTo => "In-Reply-To";
+    ErrorInfo => "Error-Info";
+    AlertInfo => "Alert-Info";
+    CallInfo => "Call-Info";
+    MimeVersion => "MIME-Version";
+    AcceptContact => "Accept-Contact", b'a';
+    RejectContact => "Reject-Contact", b'j';
+    RequestDisposition => "Request-Disposition", b'd';
+    Identity => "Identity", b'y';
+    IdentityInfo => "Identity-Info", b'n';
+}
+
+impl HeaderName {
+    /// Headers whose value is a comma-separated list that may be split across lines
+    /// (RFC 3261 §7.3.1). Others are single-valued or opaque.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::ProxyRequire
+                | HeaderName::Unsupported
+                | HeaderName::Allow
+                | HeaderName::Accept
+                | HeaderName::AcceptEncoding
+                | HeaderName::AcceptLanguage
+                | HeaderName::AllowEvents
+                | HeaderName::Path
+                | HeaderName::ServiceRoute
+                | HeaderName::ContentEncoding
+                | HeaderName::Warning
+                | HeaderName::PAssertedIdentity
+        )
+    }
+}
+
+/// What is wrong with a header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueError {
+    /// Empty where a value is required.
+    Empty,
+    /// A quoted string with no closing quote.
+    UnterminatedQuote,
+    /// `<` without `>`, or text after `>` that is not a parameter.
+    BadAngleBrackets,
+    /// A display name that is neither tokens nor a quoted string.
+    BadDisplayName,
+    /// White space inside `<...>` around the URI.
+    SpaceInAddrSpec,
+    /// The URI inside the value is malformed.
+    Uri(UriError),
+    /// A `;` parameter that is empty or malformed.
+    BadParam,
+    /// Empty element in a comma-separated list.
+    EmptyListElement,
+    /// A number that is not a decimal or is out of range.
+    BadNumber,
+    /// Via sent-protocol is not `SIP/2.0/<transport>`.
+    BadSentProtocol,
+    /// Via sent-by host or port is malformed.
+    BadSentBy,
+    /// CSeq method is not a token.
+    BadMethod,
+    /// Call-ID contains characters outside `word ["@" word]`.
+    BadCallId,
+    /// Date is not an RFC 1123 date in GMT.
+    BadDate,
+    /// Media type is not `type/subtype *(;param)`.
+    BadMediaType,
+    /// Bytes after the value that belong to no part of its grammar.
+    TrailingGarbage,
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueError::Uri(e) => write!(f, "{e}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Splits a list header value on commas outside quotes and angle brackets.
+#[derive(Debug, Clone)]
+pub struct ListIter<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> ListIter<'a> {
+    /// Iterates the elements of `value`. Elements are trimmed; an empty element is yielded
+    /// as an empty slice so that validators can refuse it.
+    pub fn new(value: &'a [u8]) -> Self {
+        ListIter { rest: Some(value) }
+    }
+}
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.rest?;
+        let mut i = 0;
+        let mut in_angle = false;
+        while i < s.len() {
+            match s[i] {
+                b'"' => match scan_quoted(s, i) {
+                    Some(e) => i = e,
+                    None => i = s.len(),
+                },
+                b'<' => {
+                    in_angle = true;
+                    i += 1;
+                }
+                b'>' => {
+                    in_angle = false;
+                    i += 1;
+                }
+                b',' if !in_angle => {
+                    self.rest = Some(&s[i + 1..]);
+                    return Some(trim(&s[..i]));
+                }
+                _ => i += 1,
+            }
+        }
+        self.rest = None;
+        Some(trim(s))
+    }
+}
+
+/// Validates header parameters `*( SEMI generic-param )` allowing LWS around `;` and `=`.
+/// gen-value = token / host / quoted-string.
+pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
+    let mut i = skip_lws(s, 0);
+    while i < s.len() {
+        if s[i] != b';' {
+            return Err(ValueError::TrailingGarbage);
+        }
+        i = skip_lws(s, i + 1);
+        let name_start = i;
+        while i < s.len() && is_token(s[i]) {
+            i += 1;
+        }
+        if i == name_start {
+            return Err(ValueError::BadParam);
+        }
+        i = skip_lws(s, i);
+        if i < s.len() && s[i] == b'=' {
+            i = skip_lws(s, i + 1);
+            if i >= s.len() {
+                return Err(ValueError::BadParam);
+            }
+            if s[i] == b'"' {
+                i = scan_quoted(s, i).ok_or(ValueError::UnterminatedQuote)?;
+            } else if s[i] == b'[' {
+                let close = s[i..]
+                    .iter()
+                    .position(|&b| b == b']')
+                    .ok_or(ValueError::BadParam)?;
+                Host::parse(&s[i..=i + close]).map_err(|_| ValueError::BadParam)?;
+                i += close + 1;
+            } else {
+                let v = i;
+                while i < s.len() && (is_token(s[i]) || s[i] == b':') {
+                    i += 1;
+                }
+                if i == v {
+                    return Err(ValueError::BadParam);
+                }
+            }
+            i = skip_lws(s, i);
+        }
+    }
+    Ok(())
+}
+
+/// A name-addr or addr-spec with header parameters: the value of From, To, Contact, Route,
+/// Record-Route, Reply-To, Refer-To, P-Asserted-Identity and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name as written (quotes included when quoted), if any.
+    pub display_name: Option<&'a [u8]>,
+    /// The URI.
+    pub uri: Uri<'a>,
+    /// Header parameters after the URI (`;tag=`, `;expires=`, `;q=`).
+    pub params: Params<'a>,
+    /// True when the URI was written inside `<>`.
+    pub angle: bool,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one name-addr / addr-spec with its parameters.
+    pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
+        let s = trim(value);
+        if s.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        let mut display_name = None;
+        let lt;
+        if s[0] == b'"' {
+            let end = scan_quoted(s, 0).ok_or(ValueError::UnterminatedQuote)?;
+            display_name = Some(&s[..end]);
+            let i = skip_lws(s, end);
+            if i >= s.len() || s[i] != b'<' {
+                return Err(ValueError::BadAngleBrackets);
+            }
+            lt = Some(i);
+        } else {
+            // Either `*(token LWS) <uri>` or a bare addr-spec. A '<' outside a quoted string
+            // decides which.
+            lt = s.iter().position(|&b| b == b'<');
+            if let Some(l) = lt {
+                let dn = trim(&s[..l]);
+                if !dn.is_empty() {
+                    // display-name = *(token LWS): every run of non-LWS must be a token.
+                    if !dn
+                        .split(|&b| is_lws(b))
+                        .all(|t| t.is_empty() || all_token(t))
+                    {
+                        return Err(ValueError::BadDisplayName);
+                    }
+                    display_name = Some(dn);
+                }
+            }
+        }
+        if let Some(l) = lt {
+            let gt = s[l..]
+                .iter()
+                .position(|&b| b == b'>')
+                .ok_or(ValueError::BadAngleBrackets)?
+                + l;
+            let inner = &s[l + 1..gt];
+            if inner.first().is_some_and(|&b| is_lws(b)) || inner.last().is_some_and(|&b| is_lws(b))
+            {
+                return Err(ValueError::SpaceInAddrSpec);
+            }
+            let uri = Uri::parse(inner, true).map_err(ValueError::Uri)?;
+            let rest = &s[gt + 1..];
+            validate_header_params(rest)?;
+            return Ok(NameAddr {
+                display_name,
+                uri,
+                params: Params::new(trim(rest)),
+                angle: true,
+            });
+        }
+        // addr-spec form: the URI runs to the first ';' (parameters after it are header
+        // parameters, RFC 3261 §20) and may not carry headers.
+        let end = s
+            .iter()
+            .position(|&b| b == b';' || is_lws(b))
+            .unwrap_or(s.len());
+        let uri = Uri::parse(&s[..end], false).map_err(ValueError::Uri)?;
+        let rest = &s[end..];
+        validate_header_params(rest)?;
+        Ok(NameAddr {
+            display_name: None,
+            uri,
+            params: Params::new(trim(rest)),
+            angle: false,
+        })
+    }
+
+    /// The `tag` parameter (From/To).
+    pub fn tag(&self) -> Option<&'a [u8]> {
+        self.params.value(b"tag")
+    }
+
+    /// The `expires` parameter of a Contact, saturating at `u32::MAX`.
+    pub fn expires(&self) -> Option<u32> {
+        self.params.value(b"expires").and_then(parse_u32_saturating)
+    }
+
+    /// The `q` parameter of a Contact in thousandths (q=0.5 → 500), `None` when absent or bad.
+    pub fn q_millis(&self) -> Option<u16> {
+        let v = self.params.value(b"q")?;
+        parse_qvalue(v)
+    }
+}
+
+fn parse_qvalue(v: &[u8]) -> Option<u16> {
+    // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(d) => (&v[..d], &v[d + 1..]),
+        None => (v, &v[v.len()..]),
+    };
+    if int.len() != 1 || frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut millis = match int[0] {
+        b'0' => 0u16,
+        b'1' => 1000,
+        _ => return None,
+    };
+    let mut scale = 100;
+    for &d in frac {
+        millis += u16::from(d - b'0') * scale;
+        scale /= 10;
+    }
+    (millis <= 1000).then_some(millis)
+}
+
+/// A Contact header element: `*` or an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contact<'a> {
+    /// `Contact: *` (unregister all, only with Expires: 0).
+    Star,
+    /// One contact address.
+    Addr(NameAddr<'a>),
+}
+
+impl<'a> Contact<'a> {
+    /// Parses one Contact list element.
+    pub fn parse(value: &'a [u8]) -> Result<Contact<'a>, ValueError> {
+        if trim(value) == b"*" {
+            return Ok(Contact::Star);
+        }
+        NameAddr::parse(value).map(Contact::Addr)
+    }
+}
+
+/// One Via header element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// Transport token (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, anything else), as written.
+    pub transport: &'a [u8],
+    /// sent-by host.
+    pub host: Host<'a>,
+    /// sent-by port.
+    pub port: Option<u16>,
+    /// All parameters.
+    pub params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via element: `SIP / 2.0 / transport LWS sent-by *(; via-params)`.
+    pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ValueError> {
+        let s = trim(value);
+        if s.is_empty() {
+            return Err(ValueError::EmptyListElement);
+        }
+        let mut i = 0;
+        let (name, j) = token_at(s, i);
+        if !eq_ic(name, b"SIP") {
+            return Err(ValueError::BadSentProtocol);
+        }
+        i = expect_slash(s, j)?;
+        let (version, j) = token_at(s, i);
+        if version != b"2.0" {
+            return Err(ValueError::BadSentProtocol);
+        }
+        i = expect_slash(s, j)?;
+        let (transport, j) = token_at(s, i);
+        if transport.is_empty() {
+            return Err(ValueError::BadSentProtocol);
+        }
+        // LWS is required between the protocol and sent-by.
+        if j >= s.len() || !is_lws(s[j]) {
+            return Err(ValueError::BadSentBy);
+        }
+        i = skip_lws(s, j);
+        // sent-by = host [ COLON port ]; COLON allows white space around ':'.
+        let host_start = i;
+        if i < s.len() && s[i] == b'[' {
+            let close = s[i..]
+                .iter()
+                .position(|&b| b == b']')
+                .ok_or(ValueError::BadSentBy)?;
+            i += close + 1;
+        } else {
+            while i < s.len() && crate::chars::is_hostchar(s[i]) {
+                i += 1;
+            }
+        }
+        let host = Host::parse(&s[host_start..i]).map_err(|_| ValueError::BadSentBy)?;
+        let mut port = None;
+        let k = skip_lws(s, i);
+        if k < s.len() && s[k] == b':' {
+            let p = skip_lws(s, k + 1);
+            let mut e = p;
+            while e < s.len() && s[e].is_ascii_digit() {
+                e += 1;
+            }
+            port = Some(parse_u64_max(&s[p..e], 65535).ok_or(ValueError::BadSentBy)? as u16);
+            i = e;
+        }
+        let params = &s[i..];
+        validate_header_params(params)?;
+        let via = Via {
+            transport,
+            host,
+            port,
+            params: Params::new(trim(params)),
+        };
+        via.check_params()?;
+        Ok(via)
+    }
+
+    fn check_params(&self) -> Result<(), ValueError> {
+        if let Some(ttl) = self.params.get(b"ttl") {
+            ttl.and_then(|t| parse_u64_max(t, 255))
+                .ok_or(ValueError::BadParam)?;
+        }
+        if let Some(Some(p)) = self.params.get(b"rport") {
+            parse_u64_max(p, 65535).ok_or(ValueError::BadParam)?;
+        }
+        if let Some(b) = self.params.get(b"branch") {
+            if !b.is_some_and(all_token) {
+                return Err(ValueError::BadParam);
+            }
+        }
+        Ok(())
+    }
+
+    /// The branch parameter.
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.params.value(b"branch")
+    }
+
+    /// True when the branch carries the RFC 3261 magic cookie `z9hG4bK`.
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch()
+            .is_some_and(|b| b.len() > 7 && b.starts_with(b"z9hG4bK"))
+    }
+
+    /// `received` parameter.
+    pub fn received(&self) -> Option<&'a [u8]> {
+        self.params.value(b"received")
+    }
+
+    /// `rport`: `None` absent, `Some(None)` requested (empty), `Some(Some(p))` filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get(b"rport")
+            .map(|v| v.and_then(|p| parse_u64_max(p, 65535)).map(|p| p as u16))
+    }
+
+    /// `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.value(b"maddr")
+    }
+
+    /// `ttl` parameter.
+    pub fn ttl(&self) -> Option<u8> {
+        self.params
+            .value(b"ttl")
+            .and_then(|t| parse_u64_max(t, 255))
+            .map(|t| t as u8)
+    }
+}
+
+fn token_at(s: &[u8], i: usize) -> (&[u8], usize) {
+    let i = skip_lws(s, i);
+    let mut j = i;
+    while j < s.len() && is_token(s[j]) {
+        j += 1;
+    }
+    (&s[i..j], j)
+}
+
+fn expect_slash(s: &[u8], i: usize) -> Result<usize, ValueError> {
+    let i = skip_lws(s, i);
+    if i < s.len() && s[i] == b'/' {
+        Ok(i + 1)
+    } else {
+        Err(ValueError::BadSentProtocol)
+    }
+}
+
+/// CSeq: sequence number and method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    /// Sequence number, below 2**31 (RFC 3261 §8.1.1.5).
+    pub seq: u32,
+    /// Method token as written.
+    pub method: &'a [u8],
+}
+
+impl<'a> CSeq<'a> {
+    /// Parses `1*DIGIT LWS Method`.
+    pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, ValueError> {
+        let s = trim(value);
+        let mut i = 0;
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+        let seq = parse_u64_max(&s[..i], (1 << 31) - 1).ok_or(ValueError::BadNumber)? as u32;
+        if i >= s.len() || !is_lws(s[i]) {
+            return Err(ValueError::BadMethod);
+        }
+        let method = trim(&s[i..]);
+        if !all_token(method) {
+            return Err(ValueError::BadMethod);
+        }
+        Ok(CSeq { seq, method })
+    }
+}
+
+/// Validates a Call-ID: `word [ "@" word ]`.
+pub fn validate_call_id(value: &[u8]) -> Result<(), ValueError> {
+    if value.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    let mut parts = value.splitn(2, |&b| b == b'@');
+    for p in parts.by_ref() {
+        if p.is_empty() || !p.iter().all(|&b| is_word(b) && b != b'@') {
+            return Err(ValueError::BadCallId);
+        }
+    }
+    Ok(())
+}
+
+/// Parses a decimal header (Content-Length, Max-Forwards, Expires) up to `max`.
+pub fn parse_decimal(value: &[u8], max: u64) -> Result<u64, ValueError> {
+    parse_u64_max(trim(value), max).ok_or(ValueError::BadNumber)
+}
+
+/// Validates `rfc1123-date = wkday "," SP date1 SP time SP "GMT"`.
+pub fn validate_date(value: &[u8]) -> Result<(), ValueError> {
+    const WKDAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let s = trim(value);
+    // "Sat, 13 Nov 2010 23:29:00 GMT" is exactly 29 bytes.
+    if s.len() != 29 {
+        return Err(ValueError::BadDate);
+    }
+    let digits = |r: core::ops::Range<usize>| s[r].iter().all(u8::is_ascii_digit);
+    let ok = WKDAYS.contains(&&s[0..3])
+        && &s[3..5] == b", "
+        && digits(5..7)
+        && s[7] == b' '
+        && MONTHS.contains(&&s[8..11])
+        && s[11] == b' '
+        && digits(12..16)
+        && s[16] == b' '
+        && digits(17..19)
+        && s[19] == b':'
+        && digits(20..22)
+        && s[22] == b':'
+        && digits(23..25)
+        && &s[25..29] == b" GMT";
+    if ok {
+        Ok(())
+    } else {
+        Err(ValueError::BadDate)
+    }
+}
+
+/// A media type: `type "/" subtype *( SEMI m-parameter )`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaType<'a> {
+    /// Top-level type (`application`).
+    pub kind: &'a [u8],
+    /// Subtype (`sdp`).
+    pub subtype: &'a [u8],
+    /// Parameters.
+    pub params: Params<'a>,
+}
+
+impl<'a> MediaType<'a> {
+    /// Parses a Content-Type value.
+    pub fn parse(value: &'a [u8]) -> Result<MediaType<'a>, ValueError> {
+        let s = trim(value);
+        let (kind, i) = token_at(s, 0);
+        let i = skip_lws(s, i);
+        if kind.is_empty() || i >= s.len() || s[i] != b'/' {
+            return Err(ValueError::BadMediaType);
+        }
+        let (subtype, j) = token_at(s, i + 1);
+        if subtype.is_empty() {
+            return Err(ValueError::BadMediaType);
+        }
+        let params = &s[j..];
+        validate_header_params(params)?;
+        Ok(MediaType {
+            kind,
+            subtype,
+            params: Params::new(trim(params)),
+        })
+    }
+
+    /// True for `application/sdp`.
+    pub fn is_sdp(&self) -> bool {
+        eq_ic(self.kind, b"application") && eq_ic(self.subtype, b"sdp")
+    }
+}
+
+/// Iterates the comma-separated tokens of Supported / Require / Allow and similar.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    ListIter::new(value).filter(|t| !t.is_empty())
+}
