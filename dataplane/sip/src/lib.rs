@@ -11,6 +11,8 @@
 
 mod chars;
 pub mod digest;
+pub mod edit;
+pub mod framing;
 pub mod header;
 pub mod message;
 pub mod sdp;
