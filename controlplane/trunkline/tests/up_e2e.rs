@@ -1,4 +1,5 @@
 //! `trunkline up` as a process, driven by a real peer (sipp) and by the RFC 4475 torture
+#![allow(clippy::unwrap_used)] // reason: test helpers panic with context, like the tests.
 //! messages over real UDP sockets on loopback.
 
 use std::io::{BufRead, BufReader};
