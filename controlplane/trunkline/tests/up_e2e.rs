@@ -1,6 +1,6 @@
 //! `trunkline up` as a process, driven by a real peer (sipp) and by the RFC 4475 torture
-#![allow(clippy::unwrap_used)] // reason: test helpers panic with context, like the tests.
 //! messages over real UDP sockets on loopback.
+#![allow(clippy::unwrap_used)] // reason: test helpers panic with context, like the tests.
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
