@@ -16,6 +16,7 @@ pub mod framing;
 pub mod header;
 pub mod message;
 pub mod sdp;
+pub mod transaction;
 pub mod uri;
 
 pub use header::{CSeq, Contact, HeaderName, NameAddr, Via};
