@@ -16,6 +16,8 @@
 #                 tools, no registry cache — and add `. "$HOME/.cargo/env"` to .profile as the
 #                 rustup installer does.
 #   3. mounts     /proc, /sys, /dev (with /dev/pts, /dev/shm); a trap unmounts them on any exit.
+#                 Also copies the host's resolv.conf and any locally added CA certificates
+#                 (/usr/local/share/ca-certificates: a TLS-inspecting proxy's, on our VMs).
 #   4. clone      `git clone` REPO (its checked-out branch, or $NEWCOMER_REF) into /root/trunkline.
 #   5. readme     read the two commands from README.md's first fenced block (run, then test),
 #                 and check that .ci/run calls that same test command.
@@ -193,6 +195,13 @@ mount_all() {
     # /etc/resolv.conf may be a symlink in the root; replace it with the host's content.
     rm -f "$ROOT/etc/resolv.conf"
     cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    # Not a project requirement, a property of where this runs: when the host trusts extra
+    # local CAs (e.g. a TLS-inspecting egress proxy in front of crates.io), the root must too.
+    if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+        mkdir -p "$ROOT/usr/local/share/ca-certificates"
+        cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+        chroot "$ROOT" update-ca-certificates >/dev/null
+    fi
 }
 
 # Run a command line inside the root as root's login shell (so ~/.profile puts cargo on PATH).

@@ -102,7 +102,8 @@ step_fuzz() {
         say "SKIP fuzz: no $FUZZ_DIR/Cargo.toml (no fuzz project yet)"
         return $SKIP_RC
     fi
-    if ! cargo +nightly --version >/dev/null 2>&1; then
+    # RUSTUP_AUTO_INSTALL=0: a missing nightly is a SKIP, not a download attempt.
+    if ! RUSTUP_AUTO_INSTALL=0 cargo +nightly --version >/dev/null 2>&1; then
         say "SKIP fuzz: no nightly toolchain (install it with: rustup toolchain install nightly)"
         return $SKIP_RC
     fi
