@@ -120,7 +120,8 @@ host_mirror_lines() {
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [ -f "$f" ] || continue
-        awk -v suite="$SUITE" '$1 == "deb" && $0 !~ /\[/ && $3 ~ "^" suite { print }' "$f"
+        # drop [options] (arch=, signed-by=): mmdebstrap takes the host's keyrings anyway
+        sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" | awk -v suite="$SUITE" '$1 == "deb" && $3 ~ "^" suite { $1 = $1; print }'
     done
 }
 

@@ -50,6 +50,9 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "${CARGO_HOME:-$HOME/.cargo}/env" 
     . "${CARGO_HOME:-$HOME/.cargo}/env"
 fi
 
+command -v cargo >/dev/null 2>&1 ||
+    { echo "cargo not found: install the Rust toolchain first (https://rustup.rs), then open a new shell" >&2; exit 1; }
+
 LOCKED=()
 if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then LOCKED=(--locked); fi
 
