@@ -7,7 +7,7 @@
 # Steps (each gets a banner and a timing; all run even if one fails, then a summary;
 # the exit status is non-zero if any step failed):
 #   deps     install the system packages the suite needs (SYSTEM_PACKAGES below) with apt,
-#            skipping apt entirely when `dpkg -s` says they are all installed already;
+#            skipping apt entirely when dpkg (`dpkg-query -W`) says all are installed already;
 #            uses sudo when not root. Then checks that `sipp -v` runs.
 #   fmt      cargo fmt --all -- --check
 #   clippy   cargo clippy --workspace --all-targets [--locked] -- -D warnings
