@@ -40,6 +40,9 @@ pub enum Frame {
     Ping,
     /// A keepalive pong (one CRLF, 2 bytes) followed by more data: consume it.
     Pong,
+    /// One stray CR or LF before a message (RFC 3261 §7.5 lets CRLFs precede a message):
+    /// consume the byte.
+    Stray,
     /// Not enough bytes yet; read more.
     Incomplete,
 }
@@ -51,6 +54,7 @@ impl Frame {
             Frame::Message { len } => *len,
             Frame::Ping => 4,
             Frame::Pong => 2,
+            Frame::Stray => 1,
             Frame::Incomplete => 0,
         }
     }
@@ -121,9 +125,8 @@ fn keepalive(buf: &[u8]) -> Frame {
         // A lone CRLF may be the first half of a ping: wait for what follows.
         [b'\r'] | [b'\r', b'\n'] | [b'\r', b'\n', b'\r'] => Frame::Incomplete,
         [b'\r', b'\n', ..] => Frame::Pong,
-        // Bare LF or CR not followed by LF: consume one byte at a time as noise before a
-        // message (RFC 3261 §7.5 lets CRLFs precede a message).
-        _ => Frame::Pong,
+        // Bare LF, or CR not followed by LF: consume it alone.
+        _ => Frame::Stray,
     }
 }
 
@@ -201,6 +204,26 @@ mod tests {
             );
         }
         assert_eq!(next_frame(MSG, &lim), Ok(Frame::Message { len: MSG.len() }));
+    }
+
+    #[test]
+    fn stray_line_ends_are_consumed_one_byte_at_a_time() {
+        let lim = FrameLimits::default();
+        // Found by fuzzing: a lone LF used to be framed as a 2-byte pong.
+        assert_eq!(next_frame(b"\n", &lim), Ok(Frame::Stray));
+        assert_eq!(next_frame(b"\nOPTIONS", &lim), Ok(Frame::Stray));
+        assert_eq!(next_frame(b"\rX", &lim), Ok(Frame::Stray));
+        for input in [
+            &b"\n"[..],
+            b"\r",
+            b"\r\n",
+            b"\r\n\r",
+            b"\r\n\r\n",
+            b"\n\r\n",
+        ] {
+            let f = next_frame(input, &lim).unwrap();
+            assert!(f.len() <= input.len(), "{input:?} → {f:?}");
+        }
     }
 
     #[test]
