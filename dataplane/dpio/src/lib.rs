@@ -1,0 +1,1 @@
+//! dpio: under construction in its own branch.

@@ -1,0 +1,1 @@
+//! shmq: under construction in its own branch.
