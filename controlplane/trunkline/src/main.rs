@@ -1,1 +1,119 @@
-fn main() {}
+//! `trunkline`: the appliance entry point.
+//!
+//! `trunkline up [--config FILE]` starts the appliance in the foreground on the embedded
+//! default configuration (loopback) or on FILE, and stops cleanly on Ctrl-C / SIGTERM.
+//!
+//! This build runs the SIP endpoint that the foundation supports (see [`responder`]); the
+//! dataplane, registrar and proxy processes join it as their issues land.
+
+mod config;
+mod responder;
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const USAGE: &str = "usage: trunkline up [--config FILE]\n       trunkline check-config FILE\n       trunkline --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("up") => {
+            let config = match args.get(1).map(String::as_str) {
+                None => config::parse(config::DEFAULT_CONFIG, "embedded default"),
+                Some("--config") => match args.get(2) {
+                    Some(p) => config::load(&PathBuf::from(p)),
+                    None => Err("--config needs a FILE".to_string()),
+                },
+                Some(other) => Err(format!("unknown argument {other:?}\n{USAGE}")),
+            };
+            match config {
+                Ok(c) => up(&c),
+                Err(e) => {
+                    eprintln!("trunkline: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some("check-config") => match args.get(1).map(|p| config::load(&PathBuf::from(p))) {
+            Some(Ok(_)) => {
+                println!("config ok");
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("trunkline: {e}");
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+        Some("--version" | "-V") => {
+            println!("trunkline {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn up(cfg: &config::Config) -> ExitCode {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            eprintln!("trunkline: cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // Bind everything before announcing anything: nothing half-starts.
+    let mut sockets = Vec::new();
+    for l in &cfg.sip.listeners {
+        match UdpSocket::bind(l.socket_addr()) {
+            Ok(s) => sockets.push(s),
+            Err(e) => {
+                eprintln!("trunkline: cannot listen on udp:{}: {e}", l.socket_addr());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let counters = Arc::new(responder::Counters::default());
+    println!("trunkline {} (foundation build)", env!("CARGO_PKG_VERSION"));
+    for s in &sockets {
+        match s.local_addr() {
+            Ok(a) => println!("SIP listening on udp:{a}"),
+            Err(e) => eprintln!("trunkline: local_addr: {e}"),
+        }
+    }
+    println!(
+        "This build answers SIP OPTIONS (200), malformed requests (400/505 naming the defect), \
+         unsupported URI schemes (416) and extensions (420); other requests get 501 until the \
+         registrar, proxy and media relay land. Try: sipp -sn uac ... or send an OPTIONS.\nready"
+    );
+    let mut threads = Vec::new();
+    for s in sockets {
+        let stop = Arc::clone(&stop);
+        let counters = Arc::clone(&counters);
+        threads.push(std::thread::spawn(move || {
+            responder::serve_udp(s, stop, counters)
+        }));
+    }
+    let mut code = ExitCode::SUCCESS;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("trunkline: listener failed: {e}");
+                stop.store(true, Ordering::Relaxed);
+                code = ExitCode::FAILURE;
+            }
+            Err(_) => code = ExitCode::FAILURE,
+        }
+    }
+    println!("stopped: {}", counters.summary());
+    code
+}

@@ -11,9 +11,12 @@
 
 mod chars;
 pub mod digest;
+pub mod edit;
+pub mod framing;
 pub mod header;
 pub mod message;
 pub mod sdp;
+pub mod transaction;
 pub mod uri;
 
 pub use header::{CSeq, Contact, HeaderName, NameAddr, Via};

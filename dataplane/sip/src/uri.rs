@@ -100,7 +100,7 @@ impl<'a> Host<'a> {
         let s = core::str::from_utf8(self.text).ok()?;
         match self.kind {
             HostKind::V4 => s.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
-            HostKind::V6 => s.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            HostKind::V6 => parse_v6(s.as_bytes()).map(IpAddr::V6),
             HostKind::Name => None,
         }
     }
@@ -115,8 +115,7 @@ impl<'a> Host<'a> {
                 return Err(UriError::BadHost);
             }
             let inner = &s[1..s.len() - 1];
-            let text = core::str::from_utf8(inner).map_err(|_| UriError::BadHost)?;
-            text.parse::<Ipv6Addr>().map_err(|_| UriError::BadHost)?;
+            parse_v6(inner).ok_or(UriError::BadHost)?;
             return Ok(Host {
                 text: inner,
                 kind: HostKind::V6,
@@ -142,6 +141,25 @@ impl<'a> Host<'a> {
             kind: HostKind::Name,
         })
     }
+}
+
+/// Parses an IPv6 address. RFC 3261's ABNF (before RFC 5954 fixed it) admits `:::` before an
+/// embedded IPv4 address, and RFC 5118 §4.10 asks parsers to tolerate it: the extra colon is
+/// dropped before the strict parse.
+fn parse_v6(text: &[u8]) -> Option<Ipv6Addr> {
+    let s = core::str::from_utf8(text).ok()?;
+    if let Ok(a) = s.parse::<Ipv6Addr>() {
+        return Some(a);
+    }
+    let triple = s.find(":::")?;
+    let mut buf = [0u8; 64];
+    let fixed_len = text.len() - 1;
+    if fixed_len > buf.len() || s[triple + 1..].contains(":::") {
+        return None;
+    }
+    buf[..triple].copy_from_slice(&text[..triple]);
+    buf[triple..fixed_len].copy_from_slice(&text[triple + 1..]);
+    core::str::from_utf8(&buf[..fixed_len]).ok()?.parse().ok()
 }
 
 /// Splits `hostport` into host and optional port. Handles `[v6]:port`.

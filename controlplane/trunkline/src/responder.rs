@@ -1,0 +1,225 @@
+//! The SIP endpoint of this build: a stateless UAS on UDP built on the `sip` crate.
+//!
+//! It answers what needs no registrar, router or dialog state, per RFC 3261 and RFC 4475 §3.3:
+//! OPTIONS → 200 with Allow/Accept/Supported; unknown URI scheme → 416; unsupported `Require`
+//! → 420 with Unsupported; a malformed request → 400 (505 for another SIP version) whose
+//! reason names the defect; a stray CANCEL → 481; ACK and responses are absorbed; every other
+//! request → 501 until the registrar and proxy land. Each outcome is counted.
+
+use sip::edit::{error_response_for_unparsed, ResponseBuilder};
+use sip::{HeaderName, Message, Method, ParseError, Scheme};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What happened to each datagram.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// OPTIONS answered 200.
+    pub options_ok: AtomicU64,
+    /// Requests answered 400/505 because they did not parse.
+    pub malformed_answered: AtomicU64,
+    /// Malformed datagrams dropped because no response could be routed.
+    pub malformed_dropped: AtomicU64,
+    /// Requests answered 416/420/481/501.
+    pub rejected: AtomicU64,
+    /// ACKs and responses absorbed.
+    pub absorbed: AtomicU64,
+    /// CRLF keepalives ignored.
+    pub keepalives: AtomicU64,
+    /// Send failures.
+    pub send_errors: AtomicU64,
+}
+
+impl Counters {
+    /// One line for logs.
+    pub fn summary(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "received={} options_ok={} malformed_answered={} malformed_dropped={} rejected={} absorbed={} keepalives={} send_errors={}",
+            g(&self.received),
+            g(&self.options_ok),
+            g(&self.malformed_answered),
+            g(&self.malformed_dropped),
+            g(&self.rejected),
+            g(&self.absorbed),
+            g(&self.keepalives),
+            g(&self.send_errors)
+        )
+    }
+}
+
+const ALLOW: &[u8] = b"OPTIONS, ACK, CANCEL";
+const SERVER: &[u8] = concat!("Trunkline/", env!("CARGO_PKG_VERSION")).as_bytes();
+
+/// Decides the answer to one datagram; writes it into `out` and returns true when there is one.
+pub fn answer(datagram: &[u8], tag_seq: u64, counters: &Counters, out: &mut Vec<u8>) -> bool {
+    if datagram.iter().all(|&b| b == b'\r' || b == b'\n') {
+        counters.keepalives.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    let msg = match Message::parse(datagram) {
+        Ok(m) => m,
+        Err(e) => return malformed(datagram, e, counters, out),
+    };
+    let Some(method) = msg.method() else {
+        counters.absorbed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    let mut tag_buf = [0u8; 16];
+    let tag = hex_tag(tag_seq, &mut tag_buf);
+    let reject = |code, reason: &'static [u8]| {
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        ResponseBuilder::new(&msg, code, reason)
+            .to_tag(tag)
+            .header(HeaderName::Server, SERVER)
+    };
+    match method {
+        Method::Ack => {
+            counters.absorbed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        _ if !matches!(
+            msg.request_uri().map(|u| u.scheme),
+            Some(Scheme::Sip | Scheme::Sips | Scheme::Tel)
+        ) =>
+        {
+            reject(416, b"Unsupported URI Scheme").write(out);
+        }
+        _ if msg.header(HeaderName::Require).is_some() => {
+            // No extension is supported yet: list every required tag as unsupported.
+            let req = msg.header(HeaderName::Require).unwrap_or_default();
+            reject(420, b"Bad Extension")
+                .header(HeaderName::Unsupported, req)
+                .write(out);
+        }
+        Method::Options => {
+            counters.options_ok.fetch_add(1, Ordering::Relaxed);
+            ResponseBuilder::new(&msg, 200, b"OK")
+                .to_tag(tag)
+                .header(HeaderName::Allow, ALLOW)
+                .header(HeaderName::Accept, b"application/sdp")
+                .header(HeaderName::Server, SERVER)
+                .write(out);
+        }
+        Method::Cancel => reject(481, b"Call/Transaction Does Not Exist").write(out),
+        _ => reject(501, b"Not Implemented")
+            .header(HeaderName::Allow, ALLOW)
+            .write(out),
+    }
+    true
+}
+
+fn malformed(datagram: &[u8], e: ParseError, counters: &Counters, out: &mut Vec<u8>) -> bool {
+    let mut reason = [0u8; 96];
+    let text = e.to_string();
+    let n = text.len().min(reason.len());
+    reason[..n].copy_from_slice(&text.as_bytes()[..n]);
+    // Reason-Phrase must not contain CR/LF; the error texts never do.
+    if error_response_for_unparsed(datagram, e.status_code(), &reason[..n], out) {
+        counters.malformed_answered.fetch_add(1, Ordering::Relaxed);
+        true
+    } else {
+        counters.malformed_dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+fn hex_tag(seq: u64, buf: &mut [u8; 16]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Mix so consecutive tags don't look sequential to peers.
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5452_554e_4b4c_494e;
+    for b in buf.iter_mut() {
+        *b = HEX[(x & 0xf) as usize];
+        x >>= 4;
+    }
+    &buf[..]
+}
+
+/// Serves one UDP socket until `stop` is set.
+pub fn serve_udp(
+    sock: UdpSocket,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> std::io::Result<()> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    let mut seq: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from): (usize, SocketAddr) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // ICMP port unreachable from an earlier send surfaces here on Linux; not fatal.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(e),
+        };
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        seq += 1;
+        if answer(&buf[..n], seq, &counters, &mut out) {
+            // Responses go back to the source address and port (RFC 3581 symmetric response
+            // routing): correct behind NAT and for every loopback peer.
+            if sock.send_to(&out, from).is_err() {
+                counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../tests/fixtures/rfc4475/{name}.dat",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn status(bytes: &[u8]) -> Option<u16> {
+        let c = Counters::default();
+        let mut out = Vec::new();
+        // Read the status line directly: a 505 copies the peer's SIP/7.0 Via, which our own
+        // parser rightly refuses.
+        answer(bytes, 1, &c, &mut out).then(|| {
+            assert!(
+                out.starts_with(b"SIP/2.0 "),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            std::str::from_utf8(&out[8..11]).unwrap().parse().unwrap()
+        })
+    }
+
+    #[test]
+    fn rfc4475_application_layer_answers() {
+        assert_eq!(status(&fixture("unkscm")), Some(416));
+        assert_eq!(status(&fixture("novelsc")), Some(416));
+        assert_eq!(status(&fixture("bext01")), Some(420));
+        assert_eq!(status(&fixture("zeromf")), Some(200));
+        assert_eq!(status(&fixture("badvers")), Some(505));
+        assert_eq!(status(&fixture("ncl")), Some(400));
+        // RFC 4475 §3.3.1: ideally answered 400 even without Call-ID/From/To (Via routes it).
+        assert_eq!(status(&fixture("insuf")), Some(400));
+        assert_eq!(
+            status(&fixture("bigcode")),
+            None,
+            "responses are never answered"
+        );
+        assert_eq!(status(&fixture("inv2543")), Some(501));
+    }
+}
