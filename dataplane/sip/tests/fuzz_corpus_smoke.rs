@@ -1,6 +1,7 @@
 //! Stable-toolchain stand-in for the cargo-fuzz targets in `tests/fuzz` (CI may lack
 //! nightly): every RFC 4475 fixture and every saved fuzz regression, then 200k deterministic
-//! mutations of them, go through `Message::parse` and, when it parses, every accessor.
+//! mutations of them, go through `Message::parse` and, when it parses, every accessor (and
+//! the SDP and digest parsers on its body and auth headers), and through stream framing.
 //! Nothing may panic.
 //!
 //! The walk over a parsed message is the fuzz targets' own code (`tests/fuzz/src/lib.rs`,
@@ -49,7 +50,11 @@ fn rfc4475() -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .filter(|(name, _)| name.ends_with(".dat"))
         .collect();
-    assert!(files.len() >= 40, "RFC 4475 fixtures missing: {}", files.len());
+    assert!(
+        files.len() >= 40,
+        "RFC 4475 fixtures missing: {}",
+        files.len()
+    );
     files
 }
 
@@ -57,15 +62,27 @@ fn regressions() -> Vec<(String, Vec<u8>)> {
     read_dir_files(&repo_root().join("tests/fixtures/fuzz-regressions"))
 }
 
-/// Runs one input through the fuzz walk; a panic becomes a failure naming the input.
+/// Runs one input through the datagram walk (which also reaches the SDP and digest parsers
+/// through the body and auth headers) and the digest walk on the raw bytes; a panic becomes
+/// a failure naming the input. Returns whether the input parsed as a message.
 fn check(what: &dyn std::fmt::Display, input: &[u8]) -> bool {
-    match catch_unwind(AssertUnwindSafe(|| fuzz_walk::parse_message(input))) {
-        Ok(_) => sip::Message::parse(input).is_ok(),
-        Err(_) => panic!(
-            "parse_message panicked on {what}; input ({} bytes): \"{}\"",
+    let walk = || fuzz_walk::parse_message(input) ^ fuzz_walk::digest(input);
+    run_walk("parse_message", what, input, walk);
+    sip::Message::parse(input).is_ok()
+}
+
+fn run_walk(
+    walk_name: &str,
+    what: &dyn std::fmt::Display,
+    input: &[u8],
+    walk: impl FnOnce() -> u64,
+) {
+    if catch_unwind(AssertUnwindSafe(walk)).is_err() {
+        panic!(
+            "{walk_name} panicked on {what}; input ({} bytes): \"{}\"",
             input.len(),
             input.escape_ascii()
-        ),
+        );
     }
 }
 
@@ -193,6 +210,34 @@ fn mutate(rng: &mut Rng, buf: &mut Vec<u8>, corpus: &[(String, Vec<u8>)]) {
 
 #[test]
 fn deterministic_mutations_never_panic() {
+    let parsed = mutants(|what, buf| check(what, buf));
+    // Enough mutants must parse for the accessor walk to see varied messages.
+    assert!(
+        parsed >= MUTATIONS / 50,
+        "only {parsed} of {MUTATIONS} mutants parsed; the mutator is too destructive"
+    );
+    println!("{parsed} of {MUTATIONS} mutants parsed");
+}
+
+/// The same inputs as stream buffers: framing, then each framed message parsed and walked.
+#[test]
+#[ignore = "open bug in sip::framing::next_frame: a lone LF (or CR + non-LF) is answered with \
+            Frame::Pong, whose len() is 2, so a caller consuming frame.len() bytes overruns a \
+            1-byte buffer or eats the first byte of the next message; inputs in \
+            tests/fixtures/fuzz-regressions/framing-*. Un-ignore once fixed."]
+fn stream_framing_never_panics() {
+    for (name, bytes) in rfc4475().iter().chain(regressions().iter()) {
+        run_walk("framing", name, bytes, || fuzz_walk::framing(bytes));
+    }
+    mutants(|what, buf| {
+        run_walk("framing", what, buf, || fuzz_walk::framing(buf));
+        true
+    });
+}
+
+/// Feeds [`MUTATIONS`] deterministic mutants of the fixtures to `f`; returns how many it
+/// answered `true` for.
+fn mutants(mut f: impl FnMut(&dyn std::fmt::Display, &[u8]) -> bool) -> u32 {
     let corpus: Vec<_> = rfc4475().into_iter().chain(regressions()).collect();
     let mut rng = Rng(SEED);
     let mut buf = Vec::with_capacity(MAX_MUTANT_BYTES);
@@ -213,14 +258,9 @@ fn deterministic_mutations_never_panic() {
         }
         buf.truncate(MAX_MUTANT_BYTES);
         let what = format!("iteration {iteration} (seed {SEED:#x}, from {name})");
-        if check(&what, &buf) {
+        if f(&what, &buf) {
             parsed += 1;
         }
     }
-    // Enough mutants must parse for the accessor walk to see varied messages.
-    assert!(
-        parsed >= MUTATIONS / 50,
-        "only {parsed} of {MUTATIONS} mutants parsed; the mutator is too destructive"
-    );
-    println!("{parsed} of {MUTATIONS} mutants parsed");
+    parsed
 }
