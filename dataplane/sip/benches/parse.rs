@@ -107,7 +107,11 @@ Content-Length: 0\r\n\
 \r\n";
 
 /// The messages measured, by name.
-const MESSAGES: [(&str, &[u8]); 3] = [("invite", INVITE), ("ok200", OK_200), ("register", REGISTER)];
+const MESSAGES: [(&str, &[u8]); 3] = [
+    ("invite", INVITE),
+    ("ok200", OK_200),
+    ("register", REGISTER),
+];
 
 /// Parses per timed batch: long enough that `Instant::now` (~20-30 ns) is noise.
 const BATCH_PARSES: u32 = 64;
