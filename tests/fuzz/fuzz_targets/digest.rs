@@ -1,0 +1,8 @@
+//! See `sip_fuzz::digest`: the digest parser on arbitrary bytes, then everything built on it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    std::hint::black_box(sip_fuzz::digest(data));
+});
