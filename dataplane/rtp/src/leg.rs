@@ -16,7 +16,9 @@
 //!   moved, or restarted with a new SSRC).
 //!
 //! Then the leg re-latches and forwards the K-th packet; the K−1 before it were dropped as
-//! strangers. A packet from the latched source in between cancels the candidate, so while
+//! strangers. One candidate is tracked at a time: a qualifying packet from a third source
+//! replaces it unless it merely repeats (same SSRC, not ahead of) the candidate's stream.
+//! A packet from the latched source in between cancels the candidate, so while
 //! the real source talks, only someone who sees the stream (on path) could take it over —
 //! the same exposure every symmetric-RTP relay has.
 //!
@@ -448,6 +450,14 @@ impl Leg {
         let extends_candidate = self
             .candidate
             .is_some_and(|c| c.addr == src && c.ssrc == ssrc && ahead(seq, c.last_seq));
+        let replays_candidate = self
+            .candidate
+            .is_some_and(|c| c.addr != src && c.ssrc == ssrc && !ahead(seq, c.last_seq));
+        if replays_candidate {
+            // Another source repeating the candidate's stream (a copy, or someone on path):
+            // it may not displace the candidate it trails.
+            return false;
+        }
         if extends_candidate {
             if let Some(c) = self.candidate.as_mut() {
                 c.count += 1;

@@ -124,7 +124,7 @@ impl<'a> RtpPacket<'a> {
         if flags & PADDING_BIT != 0 {
             let available = bytes.len() - at;
             // The count includes itself, so 0 is as wrong as too large (RFC 3550 §5.1, A.1).
-            let count = bytes.get(bytes.len() - 1).copied().unwrap_or(0);
+            let count = bytes.last().copied().unwrap_or(0);
             if count == 0 || usize::from(count) > available {
                 return Err(RtpError::BadPadding { count, available });
             }
