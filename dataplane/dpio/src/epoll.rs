@@ -114,7 +114,10 @@ impl MioBackend {
         config.validate()?;
         let batch = config.recv_batch as usize;
         let slots = config.send_slots as usize;
-        let null_iov = || libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let null_iov = || libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         let mut me = MioBackend {
             poll: Poll::new()?,
             events: Events::with_capacity(config.max_sockets as usize),
@@ -158,7 +161,10 @@ impl MioBackend {
     }
 
     fn free_buf(&mut self, b: u32) {
-        assert!(self.owner[b as usize] != Owner::Free, "dpio: buffer {b} released twice");
+        assert!(
+            self.owner[b as usize] != Owner::Free,
+            "dpio: buffer {b} released twice"
+        );
         self.owner[b as usize] = Owner::Free;
         self.free_list.push(b);
     }
@@ -234,10 +240,13 @@ impl MioBackend {
                 return; // stays readable; retried when buffers return
             }
             for i in 0..want {
-                let Some(b) = self.free_list.pop() else { unreachable!("checked above") };
+                let Some(b) = self.free_list.pop() else {
+                    unreachable!("checked above")
+                };
                 self.rx_bufs[i] = b;
                 // SAFETY: b < buffers, so the buffer lies inside the pool.
-                self.rx_iov[i].iov_base = unsafe { self.pool.as_ptr().add(b as usize * self.buffer_size) }.cast();
+                self.rx_iov[i].iov_base =
+                    unsafe { self.pool.as_ptr().add(b as usize * self.buffer_size) }.cast();
                 self.rx_iov[i].iov_len = self.buffer_size;
                 self.rx_hdrs[i].msg_hdr.msg_namelen = SOCKADDR_LEN as libc::socklen_t;
                 self.rx_hdrs[i].msg_hdr.msg_flags = 0;
@@ -245,7 +254,13 @@ impl MioBackend {
             // SAFETY: the first `want` headers point at their own iovec/address and at free
             // buffers taken off the free list above.
             let r = unsafe {
-                libc::recvmmsg(fd, self.rx_hdrs.as_mut_ptr(), want as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+                libc::recvmmsg(
+                    fd,
+                    self.rx_hdrs.as_mut_ptr(),
+                    want as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
             };
             self.stats.recvmmsg_calls += 1;
             self.stats.syscalls += 1;
@@ -276,7 +291,12 @@ impl MioBackend {
                 self.owner[b as usize] = Owner::Held;
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += len as u64;
-                self.rx.push_back(RxPacket { socket: SocketId(s), peer, buf: BufId(b), len });
+                self.rx.push_back(RxPacket {
+                    socket: SocketId(s),
+                    peer,
+                    buf: BufId(b),
+                    len,
+                });
             }
             for i in (got..want).rev() {
                 self.free_list.push(self.rx_bufs[i]);
@@ -291,12 +311,26 @@ impl MioBackend {
 
     fn buf_offset(&self, buf: BufId, len: u32) -> usize {
         assert!(buf.0 < self.buffers, "dpio: no buffer {}", buf.0);
-        assert!(len as usize <= self.buffer_size, "dpio: len {len} beyond the buffer");
-        assert!(self.owner[buf.0 as usize] == Owner::Held, "dpio: buffer {} not held", buf.0);
+        assert!(
+            len as usize <= self.buffer_size,
+            "dpio: len {len} beyond the buffer"
+        );
+        assert!(
+            self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: buffer {} not held",
+            buf.0
+        );
         buf.0 as usize * self.buffer_size
     }
 
-    fn queue(&mut self, from: SocketId, to: SocketAddr, buf: TxBuf, ptr: *mut u8, len: usize) -> Result<(), SendError> {
+    fn queue(
+        &mut self,
+        from: SocketId,
+        to: SocketAddr,
+        buf: TxBuf,
+        ptr: *mut u8,
+        len: usize,
+    ) -> Result<(), SendError> {
         let i = self.tx_len as usize;
         if i >= self.tx_hdrs.len() {
             self.stats.tx_queue_full += 1;
@@ -320,20 +354,31 @@ impl Backend for MioBackend {
 
     fn add_udp(&mut self, bind: SocketAddr) -> io::Result<SocketId> {
         if self.sockets.len() as u32 >= self.max_sockets {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "dpio: max_sockets reached"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "dpio: max_sockets reached",
+            ));
         }
         let id = self.sockets.len() as u32;
         let mut sock = mio::net::UdpSocket::from_std(bind_udp(bind, self.socket_buffer_bytes)?);
-        self.poll.registry().register(&mut sock, Token(id as usize), Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(&mut sock, Token(id as usize), Interest::READABLE)?;
         // Datagrams may already be queued; the first poll tries to read.
-        self.sockets.push(MSock { sock, readable: true });
+        self.sockets.push(MSock {
+            sock,
+            readable: true,
+        });
         Ok(SocketId(id))
     }
 
     fn local_addr(&self, socket: SocketId) -> io::Result<SocketAddr> {
         match self.sockets.get(socket.0 as usize) {
             Some(s) => s.sock.local_addr(),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "dpio: unknown socket")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "dpio: unknown socket",
+            )),
         }
     }
 
@@ -341,7 +386,11 @@ impl Backend for MioBackend {
         self.stats.polls += 1;
         self.flush();
         let pending = !self.free_list.is_empty() && self.sockets.iter().any(|s| s.readable);
-        let t = if !self.rx.is_empty() || pending { Some(Duration::ZERO) } else { timeout };
+        let t = if !self.rx.is_empty() || pending {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
         self.stats.epoll_waits += 1;
         self.stats.syscalls += 1;
         match self.poll.poll(&mut self.events, t) {
@@ -360,7 +409,8 @@ impl Backend for MioBackend {
                 self.recv_socket(s);
             }
         }
-        self.stats.note_rx_batch((self.stats.rx_packets - before) as u32);
+        self.stats
+            .note_rx_batch((self.stats.rx_packets - before) as u32);
         Ok(())
     }
 
@@ -381,8 +431,18 @@ impl Backend for MioBackend {
         self.pool.slice_mut(off, len as usize)
     }
 
-    fn send(&mut self, from: SocketId, to: SocketAddr, buf: BufId, len: u32) -> Result<(), SendError> {
-        assert!(buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held, "dpio: sending buffer {} not held", buf.0);
+    fn send(
+        &mut self,
+        from: SocketId,
+        to: SocketAddr,
+        buf: BufId,
+        len: u32,
+    ) -> Result<(), SendError> {
+        assert!(
+            buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: sending buffer {} not held",
+            buf.0
+        );
         if from.0 as usize >= self.sockets.len() {
             self.free_buf(buf.0);
             return Err(SendError::UnknownSocket);
@@ -414,7 +474,9 @@ impl Backend for MioBackend {
             return Err(SendError::NoCopyBuffer);
         };
         let off = c as usize * self.copy_buffer_size;
-        self.copy_pool.slice_mut(off, data.len()).copy_from_slice(data);
+        self.copy_pool
+            .slice_mut(off, data.len())
+            .copy_from_slice(data);
         // SAFETY: `off + data.len()` lies inside the copy pool (checked by slice_mut above).
         let ptr = unsafe { self.copy_pool.as_ptr().add(off) };
         let r = self.queue(from, to, TxBuf::Copy(c), ptr, data.len());
@@ -425,7 +487,11 @@ impl Backend for MioBackend {
     }
 
     fn release(&mut self, buf: BufId) {
-        assert!(buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held, "dpio: releasing buffer {} not held", buf.0);
+        assert!(
+            buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: releasing buffer {} not held",
+            buf.0
+        );
         self.free_buf(buf.0);
     }
 

@@ -231,7 +231,10 @@ impl fmt::Display for UringUnavailable {
             }
             UringUnavailable::MissingOpcode(op) => write!(f, "io_uring lacks opcode {op}"),
             UringUnavailable::BufRing(err) => {
-                write!(f, "io_uring provided-buffer ring registration failed: {err}")
+                write!(
+                    f,
+                    "io_uring provided-buffer ring registration failed: {err}"
+                )
             }
         }
     }
@@ -323,8 +326,13 @@ pub trait Backend {
     fn payload_mut(&mut self, buf: BufId, len: u32) -> &mut [u8];
     /// Queues a zero-copy send of `len` payload bytes of held buffer `buf`; the buffer returns
     /// to the pool when the kernel is done with it, or at once if this fails.
-    fn send(&mut self, from: SocketId, to: SocketAddr, buf: BufId, len: u32)
-        -> Result<(), SendError>;
+    fn send(
+        &mut self,
+        from: SocketId,
+        to: SocketAddr,
+        buf: BufId,
+        len: u32,
+    ) -> Result<(), SendError>;
     /// Queues a send of `data`, copied into a copy buffer (SIP and control replies).
     fn send_copy(&mut self, from: SocketId, to: SocketAddr, data: &[u8]) -> Result<(), SendError>;
     /// Returns a held buffer to the pool (drop the packet).
@@ -370,14 +378,19 @@ impl AnyBackend {
     pub fn new(config: &Config) -> io::Result<(AnyBackend, Option<UringUnavailable>)> {
         config.validate()?;
         match config.force {
-            Some(BackendKind::Mio) => Ok((AnyBackend::Mio(Box::new(MioBackend::new(config)?)), None)),
+            Some(BackendKind::Mio) => {
+                Ok((AnyBackend::Mio(Box::new(MioBackend::new(config)?)), None))
+            }
             Some(BackendKind::Uring) => match UringBackend::new(config) {
                 Ok(b) => Ok((AnyBackend::Uring(Box::new(b)), None)),
                 Err(why) => Err(io::Error::new(io::ErrorKind::Unsupported, why)),
             },
             None => match UringBackend::new(config) {
                 Ok(b) => Ok((AnyBackend::Uring(Box::new(b)), None)),
-                Err(why) => Ok((AnyBackend::Mio(Box::new(MioBackend::new(config)?)), Some(why))),
+                Err(why) => Ok((
+                    AnyBackend::Mio(Box::new(MioBackend::new(config)?)),
+                    Some(why),
+                )),
             },
         }
     }
@@ -448,7 +461,10 @@ impl Backend for AnyBackend {
 pub fn pin_current_thread(core: usize) -> io::Result<()> {
     // CPU_SETSIZE bits; CPU_SET would index out of bounds beyond it.
     if core >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "dpio: core index beyond CPU_SETSIZE"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "dpio: core index beyond CPU_SETSIZE",
+        ));
     }
     // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

@@ -104,7 +104,9 @@ impl UringBackend {
         if sysctl == Some(2) {
             return Err(UringUnavailable::DisabledBySysctl);
         }
-        let sq_entries = (config.send_slots + config.max_sockets).next_power_of_two().max(8);
+        let sq_entries = (config.send_slots + config.max_sockets)
+            .next_power_of_two()
+            .max(8);
         // One CQE per buffer, per send slot and per socket (the end of a multishot) can be
         // outstanding at once, so the CQ never overflows.
         let cq_entries = (config.buffers + config.send_slots + config.max_sockets)
@@ -120,7 +122,11 @@ impl UringBackend {
                 .setup_single_issuer()
                 .setup_defer_taskrun()
                 .build(sq_entries)
-                .or_else(|_| IoUring::builder().setup_cqsize(cq_entries).build(sq_entries)),
+                .or_else(|_| {
+                    IoUring::builder()
+                        .setup_cqsize(cq_entries)
+                        .build(sq_entries)
+                }),
         };
         let ring = ring.map_err(|err| UringUnavailable::Setup { err, sysctl })?;
 
@@ -159,7 +165,10 @@ impl UringBackend {
         let mut slots: Box<[SendSlot]> = (0..config.send_slots)
             .map(|_| SendSlot {
                 hdr: zeroed_msghdr(),
-                iov: libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
                 addr: RawAddr::ZERO,
                 buf: TxBuf::None,
             })
@@ -203,7 +212,10 @@ impl UringBackend {
     /// Gives buffer `b` back to the kernel's buffer ring.
     fn recycle(&mut self, b: u32) {
         let i = b as usize;
-        assert!(self.owner[i] != Owner::Free, "dpio: buffer {b} released twice");
+        assert!(
+            self.owner[i] != Owner::Free,
+            "dpio: buffer {b} released twice"
+        );
         self.owner[i] = Owner::Free;
         let base = self.buf_ring.as_ptr().cast::<BufRingEntry>();
         let slot = (self.buf_ring_tail as u32 & (self.buffers - 1)) as usize;
@@ -242,11 +254,21 @@ impl UringBackend {
 
     fn buf_offset(&self, buf: BufId, len: u32) -> usize {
         assert!(buf.0 < self.buffers, "dpio: no buffer {}", buf.0);
-        assert!(len <= self.max_payload(), "dpio: len {len} beyond the buffer");
+        assert!(
+            len <= self.max_payload(),
+            "dpio: len {len} beyond the buffer"
+        );
         buf.0 as usize * self.buffer_size + URING_PAYLOAD_OFFSET
     }
 
-    fn push_send(&mut self, from: SocketId, to: SocketAddr, buf: TxBuf, ptr: *mut u8, len: usize) -> Result<(), SendError> {
+    fn push_send(
+        &mut self,
+        from: SocketId,
+        to: SocketAddr,
+        buf: TxBuf,
+        ptr: *mut u8,
+        len: usize,
+    ) -> Result<(), SendError> {
         let Some(slot) = self.slot_free.pop() else {
             self.stats.tx_queue_full += 1;
             return Err(SendError::QueueFull);
@@ -297,18 +319,25 @@ impl UringBackend {
         self.free -= 1;
         let got = (res as usize).min(self.buffer_size);
         let bytes = self.pool.slice(b as usize * self.buffer_size, got);
-        let parsed = RecvMsgOut::parse(bytes, &self.recv_hdr[s as usize]).ok().and_then(|m| {
-            if m.is_payload_truncated() {
-                return Some(Err(()));
-            }
-            let peer = parse_sockaddr(m.name_data())?;
-            Some(Ok((peer, m.payload_data().len() as u32)))
-        });
+        let parsed = RecvMsgOut::parse(bytes, &self.recv_hdr[s as usize])
+            .ok()
+            .and_then(|m| {
+                if m.is_payload_truncated() {
+                    return Some(Err(()));
+                }
+                let peer = parse_sockaddr(m.name_data())?;
+                Some(Ok((peer, m.payload_data().len() as u32)))
+            });
         match parsed {
             Some(Ok((peer, len))) => {
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += len as u64;
-                self.rx.push_back(RxPacket { socket: SocketId(s), peer, buf: BufId(b), len });
+                self.rx.push_back(RxPacket {
+                    socket: SocketId(s),
+                    peer,
+                    buf: BufId(b),
+                    len,
+                });
             }
             Some(Err(())) => {
                 self.stats.rx_truncated += 1;
@@ -345,11 +374,16 @@ impl Backend for UringBackend {
 
     fn add_udp(&mut self, bind: SocketAddr) -> io::Result<SocketId> {
         if self.sockets.len() as u32 >= self.max_sockets {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "dpio: max_sockets reached"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "dpio: max_sockets reached",
+            ));
         }
         let sock = crate::epoll::bind_udp(bind, self.socket_buffer_bytes)?;
         let id = self.sockets.len() as u32;
-        self.ring.submitter().register_files_update(id, &[sock.as_raw_fd()])?;
+        self.ring
+            .submitter()
+            .register_files_update(id, &[sock.as_raw_fd()])?;
         self.sockets.push(Sock { sock, armed: false });
         if !self.arm(id) {
             return Err(io::Error::other("dpio: submission queue full at start-up"));
@@ -360,7 +394,10 @@ impl Backend for UringBackend {
     fn local_addr(&self, socket: SocketId) -> io::Result<SocketAddr> {
         match self.sockets.get(socket.0 as usize) {
             Some(s) => s.sock.local_addr(),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "dpio: unknown socket")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "dpio: unknown socket",
+            )),
         }
     }
 
@@ -393,13 +430,19 @@ impl Backend for UringBackend {
         }
         match res {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
             Err(e) => return Err(e),
         }
         let before = self.stats.rx_packets;
         loop {
             // Copy one CQE out at a time so the handlers can borrow self.
-            let Some(cqe) = self.ring.completion().next() else { break };
+            let Some(cqe) = self.ring.completion().next() else {
+                break;
+            };
             let ud = cqe.user_data();
             let idx = (ud & 0xffff_ffff) as u32;
             match ud & UD_KIND {
@@ -408,7 +451,8 @@ impl Backend for UringBackend {
                 _ => {} // cancellations at drop
             }
         }
-        self.stats.note_rx_batch((self.stats.rx_packets - before) as u32);
+        self.stats
+            .note_rx_batch((self.stats.rx_packets - before) as u32);
         Ok(())
     }
 
@@ -420,19 +464,37 @@ impl Backend for UringBackend {
     #[inline]
     fn payload(&self, buf: BufId, len: u32) -> &[u8] {
         let off = self.buf_offset(buf, len);
-        assert!(self.owner[buf.0 as usize] == Owner::Held, "dpio: buffer {} not held", buf.0);
+        assert!(
+            self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: buffer {} not held",
+            buf.0
+        );
         self.pool.slice(off, len as usize)
     }
 
     #[inline]
     fn payload_mut(&mut self, buf: BufId, len: u32) -> &mut [u8] {
         let off = self.buf_offset(buf, len);
-        assert!(self.owner[buf.0 as usize] == Owner::Held, "dpio: buffer {} not held", buf.0);
+        assert!(
+            self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: buffer {} not held",
+            buf.0
+        );
         self.pool.slice_mut(off, len as usize)
     }
 
-    fn send(&mut self, from: SocketId, to: SocketAddr, buf: BufId, len: u32) -> Result<(), SendError> {
-        assert!(buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held, "dpio: sending buffer {} not held", buf.0);
+    fn send(
+        &mut self,
+        from: SocketId,
+        to: SocketAddr,
+        buf: BufId,
+        len: u32,
+    ) -> Result<(), SendError> {
+        assert!(
+            buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: sending buffer {} not held",
+            buf.0
+        );
         if from.0 as usize >= self.sockets.len() {
             self.recycle(buf.0);
             return Err(SendError::UnknownSocket);
@@ -464,7 +526,9 @@ impl Backend for UringBackend {
             return Err(SendError::NoCopyBuffer);
         };
         let off = c as usize * self.copy_buffer_size;
-        self.copy_pool.slice_mut(off, data.len()).copy_from_slice(data);
+        self.copy_pool
+            .slice_mut(off, data.len())
+            .copy_from_slice(data);
         // SAFETY: `off + data.len()` lies inside the copy pool (checked by slice_mut above).
         let ptr = unsafe { self.copy_pool.as_ptr().add(off) };
         let r = self.push_send(from, to, TxBuf::Copy(c), ptr, data.len());
@@ -475,7 +539,11 @@ impl Backend for UringBackend {
     }
 
     fn release(&mut self, buf: BufId) {
-        assert!(buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held, "dpio: releasing buffer {} not held", buf.0);
+        assert!(
+            buf.0 < self.buffers && self.owner[buf.0 as usize] == Owner::Held,
+            "dpio: releasing buffer {} not held",
+            buf.0
+        );
         self.recycle(buf.0);
     }
 
@@ -505,10 +573,10 @@ impl Drop for UringBackend {
         // Cancel every request and wait for the cancellations, so the kernel stops writing
         // into our buffers before the slabs are freed. Sends in flight on UDP finish at once.
         let _ = self.ring.submit();
-        let _ = self.ring.submitter().register_sync_cancel(
-            Some(Timespec::new().sec(1)),
-            CancelBuilder::any(),
-        );
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any());
         let _ = self.ring.submitter().unregister_buf_ring(BGID);
     }
 }

@@ -39,7 +39,12 @@ fn drain_sends(io: &mut AnyBackend) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while io.sends_in_flight() > 0 {
         io.poll(Some(Duration::from_millis(1))).unwrap();
-        assert!(Instant::now() < deadline, "{}: sends stuck: {:?}", io.kind(), io.stats());
+        assert!(
+            Instant::now() < deadline,
+            "{}: sends stuck: {:?}",
+            io.kind(),
+            io.stats()
+        );
     }
 }
 
@@ -61,7 +66,14 @@ fn rig(cfg: &Config, ip: &str) -> Rig {
     let src = UdpSocket::bind(any).unwrap();
     let dst = UdpSocket::bind(any).unwrap();
     dst.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    Rig { io, a, b, a_addr, src, dst }
+    Rig {
+        io,
+        a,
+        b,
+        a_addr,
+        src,
+        dst,
+    }
 }
 
 /// Sends `n` numbered datagrams to socket a in bursts, forwards each through socket b to
@@ -88,11 +100,20 @@ fn forward_all(r: &mut Rig, n: u32, burst: u32) {
                 assert_eq!(rx.peer, src_addr);
                 assert_eq!(rx.len, 172);
                 datagram(next_rx, &mut pkt);
-                assert_eq!(r.io.payload(rx.buf, rx.len), &pkt[..], "payload of {next_rx}");
+                assert_eq!(
+                    r.io.payload(rx.buf, rx.len),
+                    &pkt[..],
+                    "payload of {next_rx}"
+                );
                 r.io.send(r.b, dst_addr, rx.buf, rx.len).unwrap();
                 next_rx += 1;
             }
-            assert!(Instant::now() < deadline, "{}: stuck at {next_rx}: {:?}", r.io.kind(), r.io.stats());
+            assert!(
+                Instant::now() < deadline,
+                "{}: stuck at {next_rx}: {:?}",
+                r.io.kind(),
+                r.io.stats()
+            );
         }
         drain_sends(&mut r.io);
         for s in seq..end {
@@ -112,8 +133,16 @@ fn forward_test(kind: BackendKind, ip: &str, n: u32) {
     let st = r.io.stats().clone();
     assert_eq!(st.rx_packets, n as u64);
     assert_eq!(st.tx_packets, n as u64);
-    assert_eq!(st.tx_errors + st.rx_errors + st.rx_nobufs + st.tx_queue_full, 0, "{st:?}");
-    assert_eq!(r.io.free_buffers(), r.io.buffer_count(), "all buffers back in the pool");
+    assert_eq!(
+        st.tx_errors + st.rx_errors + st.rx_nobufs + st.tx_queue_full,
+        0,
+        "{st:?}"
+    );
+    assert_eq!(
+        r.io.free_buffers(),
+        r.io.buffer_count(),
+        "all buffers back in the pool"
+    );
     assert!(st.rx_batch_max > 1 && st.tx_batch_max > 1, "{st:?}");
     eprintln!(
         "{kind} {ip}: {n} forwarded, {} syscalls ({:.3}/packet), {} polls, rx batch max {}, tx batch max {}",
@@ -124,7 +153,11 @@ fn forward_test(kind: BackendKind, ip: &str, n: u32) {
         st.tx_batch_max
     );
     // Bursts of 64: one recv + one send syscall per packet would be 2n.
-    assert!(st.syscalls < (n / 4) as u64, "{kind}: {} syscalls for {n} packets", st.syscalls);
+    assert!(
+        st.syscalls < (n / 4) as u64,
+        "{kind}: {} syscalls for {n} packets",
+        st.syscalls
+    );
     if kind == BackendKind::Uring {
         assert_eq!(st.syscalls, st.uring_enters);
         assert!(st.syscalls < (n / 16) as u64, "{st:?}");
@@ -161,7 +194,10 @@ fn send_copy_both_backends() {
         let (len, _) = r.dst.recv_from(&mut got).unwrap();
         assert_eq!(&got[..len], &big[..]);
         let too_big = vec![0u8; 70_000];
-        assert_eq!(r.io.send_copy(r.a, dst_addr, &too_big), Err(dpio::SendError::TooLong));
+        assert_eq!(
+            r.io.send_copy(r.a, dst_addr, &too_big),
+            Err(dpio::SendError::TooLong)
+        );
         assert_eq!(r.io.stats().tx_packets, 2);
     }
 }
@@ -244,7 +280,11 @@ fn enobufs_is_counted_and_receive_recovers() {
         let mut next = 0u32;
         let mut check = |io: &mut AnyBackend, rx: dpio::RxPacket| {
             datagram(next, &mut pkt);
-            assert_eq!(io.payload(rx.buf, rx.len), &pkt[..], "{kind}: datagram {next}");
+            assert_eq!(
+                io.payload(rx.buf, rx.len),
+                &pkt[..],
+                "{kind}: datagram {next}"
+            );
             io.release(rx.buf);
             next += 1;
         };
@@ -301,13 +341,23 @@ fn full_send_queue_is_counted_and_returns_the_buffer() {
 
 #[test]
 fn probe_picks_uring_or_reports_why_not() {
-    let cfg = Config { buffers: 64, send_slots: 64, ..Config::default() };
+    let cfg = Config {
+        buffers: 64,
+        send_slots: 64,
+        ..Config::default()
+    };
     let (io, why) = AnyBackend::new(&cfg).unwrap();
     match dpio::io_uring_disabled_sysctl() {
         Some(2) => {
             assert_eq!(io.kind(), BackendKind::Mio);
-            assert!(matches!(why, Some(UringUnavailable::DisabledBySysctl)), "{why:?}");
-            let forced = Config { force: Some(BackendKind::Uring), ..cfg.clone() };
+            assert!(
+                matches!(why, Some(UringUnavailable::DisabledBySysctl)),
+                "{why:?}"
+            );
+            let forced = Config {
+                force: Some(BackendKind::Uring),
+                ..cfg.clone()
+            };
             let err = AnyBackend::new(&forced).unwrap_err();
             assert!(err.to_string().contains("io_uring_disabled"), "{err}");
         }
@@ -322,7 +372,10 @@ fn probe_picks_uring_or_reports_why_not() {
         },
     }
     drop(io);
-    let forced = Config { force: Some(BackendKind::Mio), ..cfg };
+    let forced = Config {
+        force: Some(BackendKind::Mio),
+        ..cfg
+    };
     let (io, why) = AnyBackend::new(&forced).unwrap();
     assert_eq!(io.kind(), BackendKind::Mio);
     assert!(why.is_none());
@@ -330,7 +383,10 @@ fn probe_picks_uring_or_reports_why_not() {
 
 #[test]
 fn bad_config_is_refused() {
-    let cfg = Config { buffers: 1000, ..Config::default() };
+    let cfg = Config {
+        buffers: 1000,
+        ..Config::default()
+    };
     assert!(AnyBackend::new(&cfg).is_err());
 }
 

@@ -45,7 +45,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn run(io: &mut AnyBackend, a_addr: SocketAddr, b: dpio::SocketId, src: &UdpSocket, dst: &UdpSocket, bursts: u32) {
+fn run(
+    io: &mut AnyBackend,
+    a_addr: SocketAddr,
+    b: dpio::SocketId,
+    src: &UdpSocket,
+    dst: &UdpSocket,
+    bursts: u32,
+) {
     let dst_addr = dst.local_addr().unwrap();
     let pkt = [0x80u8; 172];
     let mut got = [0u8; 2048];
@@ -83,7 +90,12 @@ fn run(io: &mut AnyBackend, a_addr: SocketAddr, b: dpio::SocketId, src: &UdpSock
 #[test]
 fn steady_state_does_not_allocate() {
     for kind in [BackendKind::Uring, BackendKind::Mio] {
-        let cfg = Config { buffers: 128, send_slots: 128, force: Some(kind), ..Config::default() };
+        let cfg = Config {
+            buffers: 128,
+            send_slots: 128,
+            force: Some(kind),
+            ..Config::default()
+        };
         let (mut io, _) = AnyBackend::new(&cfg).unwrap();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let a = io.add_udp(any).unwrap();
@@ -99,7 +111,10 @@ fn steady_state_does_not_allocate() {
         run(&mut io, a_addr, b, &src, &dst, 50);
         COUNTING.with(|c| c.set(false));
         let allocs = ALLOCS.load(Ordering::Relaxed);
-        assert_eq!(allocs, 0, "{kind}: {allocs} allocations in the steady-state loop");
+        assert_eq!(
+            allocs, 0,
+            "{kind}: {allocs} allocations in the steady-state loop"
+        );
         assert_eq!(io.stats().rx_packets, 52 * 32);
         assert_eq!(io.free_buffers(), 128);
     }

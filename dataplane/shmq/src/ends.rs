@@ -113,7 +113,13 @@ fn poll_with<M>(
             Err(e) => {
                 consumer.count_decode_error();
                 let h = crate::schema::read_header(rec);
-                f(Meta { seq: h.seq, core: h.core }, Err(e));
+                f(
+                    Meta {
+                        seq: h.seq,
+                        core: h.core,
+                    },
+                    Err(e),
+                );
             }
         }
     }
@@ -146,10 +152,18 @@ impl Dataplane {
         let efd = || {
             sys::eventfd()
                 .map(Arc::new)
-                .map_err(|source| RegionError::Io { op: "eventfd", source })
+                .map_err(|source| RegionError::Io {
+                    op: "eventfd",
+                    source,
+                })
         };
         let wakers = (0..region.info().config.cores)
-            .map(|_| Ok(CoreWakers { commands: efd()?, events: efd()? }))
+            .map(|_| {
+                Ok(CoreWakers {
+                    commands: efd()?,
+                    events: efd()?,
+                })
+            })
             .collect::<Result<Vec<_>, RegionError>>()?;
         Ok(Dataplane { region, wakers })
     }
@@ -186,8 +200,10 @@ impl Dataplane {
             fds.push(w.commands.as_fd());
             fds.push(w.events.as_fd());
         }
-        sys::send_with_fds(sock, &payload, &fds)
-            .map_err(|source| RegionError::Io { op: "send handoff", source })
+        sys::send_with_fds(sock, &payload, &fds).map_err(|source| RegionError::Io {
+            op: "send handoff",
+            source,
+        })
     }
 }
 
@@ -216,12 +232,24 @@ impl DataEnd {
         max: usize,
         f: impl FnMut(Meta, Result<Command, DecodeError>),
     ) -> usize {
-        poll_with(&mut self.commands, &mut self.in_buf, max, Command::decode, f)
+        poll_with(
+            &mut self.commands,
+            &mut self.in_buf,
+            max,
+            Command::decode,
+            f,
+        )
     }
 
     /// Queues one event (request id `seq`).
     pub fn emit(&mut self, seq: u64, event: &Event) -> Result<(), SendError> {
-        event.encode(Meta { seq, core: self.core }, &mut self.out_buf[0]);
+        event.encode(
+            Meta {
+                seq,
+                core: self.core,
+            },
+            &mut self.out_buf[0],
+        );
         let wake = self.events.push_batch(&self.out_buf[..1])?;
         signal(wake, Some(&self.wakers.events))
     }
@@ -234,11 +262,23 @@ impl DataEnd {
         source: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), SendError> {
-        let meta = Meta { seq, core: self.core };
-        let n =
-            encode_raw_sip(SipDirection::Up, meta, listener, source, bytes, &mut self.out_buf)?;
+        let meta = Meta {
+            seq,
+            core: self.core,
+        };
+        let n = encode_raw_sip(
+            SipDirection::Up,
+            meta,
+            listener,
+            source,
+            bytes,
+            &mut self.out_buf,
+        )?;
         if n > self.events.capacity() {
-            return Err(SendError::TooLarge(TooLarge { len: bytes.len(), records_needed: n }));
+            return Err(SendError::TooLarge(TooLarge {
+                len: bytes.len(),
+                records_needed: n,
+            }));
         }
         let wake = self.events.push_batch(&self.out_buf[..n])?;
         signal(wake, Some(&self.wakers.events))
@@ -328,14 +368,19 @@ impl Control {
             });
         }
         if wakers.len() != usize::from(region.info().config.cores) {
-            return Err(RegionError::BadHandoff("eventfd count does not match cores"));
+            return Err(RegionError::BadHandoff(
+                "eventfd count does not match cores",
+            ));
         }
         Self::seat(region, Some(wakers))
     }
 
     fn seat(region: Region, wakers: Option<Vec<CoreWakers>>) -> Result<Control, RegionError> {
         region.claim_control()?;
-        Ok(Control { seat: Arc::new(Seat { region }), wakers })
+        Ok(Control {
+            seat: Arc::new(Seat { region }),
+            wakers,
+        })
     }
 
     /// The region.
@@ -378,7 +423,10 @@ type Handoff = ((OwnedFd, Vec<CoreWakers>), u64);
 fn receive_handoff(sock: &UnixStream, max_cores: u16) -> Result<Handoff, RegionError> {
     let mut payload = [0u8; HANDOFF_SIZE];
     let (n, mut fds) = sys::recv_with_fds(sock, &mut payload, 1 + 2 * usize::from(max_cores))
-        .map_err(|source| RegionError::Io { op: "receive handoff", source })?;
+        .map_err(|source| RegionError::Io {
+            op: "receive handoff",
+            source,
+        })?;
     if n != HANDOFF_SIZE {
         return Err(RegionError::BadHandoff("short payload"));
     }
@@ -387,19 +435,27 @@ fn receive_handoff(sock: &UnixStream, max_cores: u16) -> Result<Handoff, RegionE
         b.copy_from_slice(&payload[o..o + 8]);
         u64::from_ne_bytes(b)
     };
-    let rd32 = |o: usize| u32::from_ne_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
+    let rd32 =
+        |o: usize| u32::from_ne_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
     if rd64(0) != MAGIC {
         return Err(RegionError::BadMagic { found: rd64(0) });
     }
     if rd32(20) != VERSION {
-        return Err(RegionError::VersionMismatch { found: rd32(20), expected: VERSION });
+        return Err(RegionError::VersionMismatch {
+            found: rd32(20),
+            expected: VERSION,
+        });
     }
     let cores = rd32(16) as usize;
     if cores > usize::from(max_cores) || fds.len() != 1 + 2 * cores {
-        return Err(RegionError::BadHandoff("descriptor count does not match cores"));
+        return Err(RegionError::BadHandoff(
+            "descriptor count does not match cores",
+        ));
     }
     let mut rest = fds.split_off(1);
-    let region_fd = fds.pop().ok_or(RegionError::BadHandoff("no region descriptor"))?;
+    let region_fd = fds
+        .pop()
+        .ok_or(RegionError::BadHandoff("no region descriptor"))?;
     let mut wakers = Vec::with_capacity(cores);
     while rest.len() >= 2 {
         let events = Arc::new(rest.pop().ok_or(RegionError::BadHandoff("odd"))?);
@@ -441,9 +497,18 @@ impl ControlEnd {
         let mut n = 0;
         for (seq, command) in commands {
             let Some(rec) = self.out_buf.get_mut(n) else {
-                return Err(SendError::TooLarge(TooLarge { len: n, records_needed: n + 1 }));
+                return Err(SendError::TooLarge(TooLarge {
+                    len: n,
+                    records_needed: n + 1,
+                }));
             };
-            command.encode(Meta { seq, core: self.core }, rec);
+            command.encode(
+                Meta {
+                    seq,
+                    core: self.core,
+                },
+                rec,
+            );
             n += 1;
         }
         let wake = self.commands.push_batch(&self.out_buf[..n])?;
@@ -458,7 +523,10 @@ impl ControlEnd {
         destination: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), SendError> {
-        let meta = Meta { seq, core: self.core };
+        let meta = Meta {
+            seq,
+            core: self.core,
+        };
         let n = encode_raw_sip(
             SipDirection::Down,
             meta,
@@ -468,7 +536,10 @@ impl ControlEnd {
             &mut self.out_buf,
         )?;
         if n > self.commands.capacity() {
-            return Err(SendError::TooLarge(TooLarge { len: bytes.len(), records_needed: n }));
+            return Err(SendError::TooLarge(TooLarge {
+                len: bytes.len(),
+                records_needed: n,
+            }));
         }
         let wake = self.commands.push_batch(&self.out_buf[..n])?;
         signal(wake, self.wakers.as_ref().map(|w| &*w.commands))
@@ -485,7 +556,11 @@ impl ControlEnd {
 
     /// Blocks until events arrive or `timeout` passes; returns whether any are waiting.
     pub fn wait_events(&mut self, timeout: Duration) -> io::Result<bool> {
-        wait(&mut self.events, self.wakers.as_ref().map(|w| &*w.events), timeout)
+        wait(
+            &mut self.events,
+            self.wakers.as_ref().map(|w| &*w.events),
+            timeout,
+        )
     }
 
     /// Counters of the (commands, events) rings.

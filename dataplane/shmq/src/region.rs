@@ -95,7 +95,9 @@ impl RegionConfig {
         if !self.ring_capacity.is_power_of_two()
             || !(MIN_RING_CAPACITY..=MAX_RING_CAPACITY).contains(&self.ring_capacity)
         {
-            return Err(RegionError::BadConfig("ring_capacity must be a power of two in range"));
+            return Err(RegionError::BadConfig(
+                "ring_capacity must be a power of two in range",
+            ));
         }
         Ok(())
     }
@@ -149,9 +151,18 @@ pub enum RegionError {
     /// Core count or ring capacity out of range.
     BadGeometry { cores: u32, ring_capacity: u32 },
     /// The header's size disagrees with its geometry or with the file.
-    SizeMismatch { header: u64, computed: u64, file: u64 },
+    SizeMismatch {
+        header: u64,
+        computed: u64,
+        file: u64,
+    },
     /// A ring's positions are impossible (tail behind head or more than a ring ahead).
-    RingCorrupt { core: u16, direction: Direction, head: u64, tail: u64 },
+    RingCorrupt {
+        core: u16,
+        direction: Direction,
+        head: u64,
+        tail: u64,
+    },
     /// A newer dataplane replaced this region.
     Superseded { generation: u64 },
     /// Another live control plane is attached.
@@ -176,30 +187,60 @@ impl std::fmt::Display for RegionError {
                 write!(f, "version mismatch: region {found}, expected {expected}")
             }
             RegionError::RecordSizeMismatch { found, expected } => {
-                write!(f, "record size mismatch: region {found}, expected {expected}")
+                write!(
+                    f,
+                    "record size mismatch: region {found}, expected {expected}"
+                )
             }
             RegionError::HeaderSizeMismatch { found, expected } => {
-                write!(f, "header size mismatch: region {found}, expected {expected}")
+                write!(
+                    f,
+                    "header size mismatch: region {found}, expected {expected}"
+                )
             }
-            RegionError::BadGeometry { cores, ring_capacity } => {
-                write!(f, "bad geometry: {cores} cores, ring capacity {ring_capacity}")
+            RegionError::BadGeometry {
+                cores,
+                ring_capacity,
+            } => {
+                write!(
+                    f,
+                    "bad geometry: {cores} cores, ring capacity {ring_capacity}"
+                )
             }
-            RegionError::SizeMismatch { header, computed, file } => write!(
+            RegionError::SizeMismatch {
+                header,
+                computed,
+                file,
+            } => write!(
                 f,
                 "size mismatch: header says {header}, geometry gives {computed}, file is {file}"
             ),
-            RegionError::RingCorrupt { core, direction, head, tail } => {
-                write!(f, "core {core} {direction:?} ring corrupt: head {head}, tail {tail}")
+            RegionError::RingCorrupt {
+                core,
+                direction,
+                head,
+                tail,
+            } => {
+                write!(
+                    f,
+                    "core {core} {direction:?} ring corrupt: head {head}, tail {tail}"
+                )
             }
             RegionError::Superseded { generation } => {
-                write!(f, "region generation {generation} was replaced by a newer dataplane")
+                write!(
+                    f,
+                    "region generation {generation} was replaced by a newer dataplane"
+                )
             }
             RegionError::ControlAttached { pid } => {
                 write!(f, "control plane pid {pid} is already attached")
             }
             RegionError::BadHandoff(why) => write!(f, "bad handoff: {why}"),
             RegionError::GenerationMismatch { region, handoff } => {
-                write!(f, "handoff generation {handoff} != region generation {region}")
+                write!(
+                    f,
+                    "handoff generation {handoff} != region generation {region}"
+                )
             }
         }
     }
@@ -220,8 +261,7 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> RegionError {
 
 /// Path of a named region: `/dev/shm/<name>`.
 pub fn region_path(name: &str) -> Result<PathBuf, RegionError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0')
-    {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(RegionError::BadName);
     }
     Ok(Path::new(SHM_DIR).join(name))
@@ -249,7 +289,10 @@ impl Region {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(RegionError::AlreadyExists(path))
             }
-            Err(e) => Err(RegionError::Io { op: "link region", source: e }),
+            Err(e) => Err(RegionError::Io {
+                op: "link region",
+                source: e,
+            }),
         }
     }
 
@@ -261,9 +304,7 @@ impl Region {
         let path = region_path(name)?;
         let old = match Self::open_path(&path) {
             Ok(old) => Some(old),
-            Err(RegionError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                None
-            }
+            Err(RegionError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
             // Garbage under our name: replace it, starting generations again.
             Err(_) => None,
         };
@@ -283,7 +324,10 @@ impl Region {
         }
         std::fs::rename(&tmp, &path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            RegionError::Io { op: "rename region", source: e }
+            RegionError::Io {
+                op: "rename region",
+                source: e,
+            }
         })?;
         Ok(region)
     }
@@ -360,7 +404,11 @@ impl Region {
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, fresh and not yet
         // visible to any other process (it is under a temporary name or anonymous).
         unsafe { std::ptr::write(map.base().cast::<RegionHeader>(), header) };
-        Region { map: Arc::new(map), info, claims: new_claims(config.cores) }
+        Region {
+            map: Arc::new(map),
+            info,
+            claims: new_claims(config.cores),
+        }
     }
 
     /// Attaches to `/dev/shm/<name>`, validating the header and every ring.
@@ -368,7 +416,9 @@ impl Region {
         let path = region_path(name)?;
         let region = Self::open_path(&path)?;
         if region.is_superseded() {
-            return Err(RegionError::Superseded { generation: region.info.generation });
+            return Err(RegionError::Superseded {
+                generation: region.info.generation,
+            });
         }
         Ok(region)
     }
@@ -417,7 +467,10 @@ impl Region {
         }
         let version = rd32(8);
         if version != VERSION {
-            return Err(RegionError::VersionMismatch { found: version, expected: VERSION });
+            return Err(RegionError::VersionMismatch {
+                found: version,
+                expected: VERSION,
+            });
         }
         let record_size = rd32(20);
         if record_size != RECORD_SIZE as u32 {
@@ -434,14 +487,24 @@ impl Region {
             });
         }
         let (cores, ring_capacity) = (rd32(12), rd32(16));
-        let config = RegionConfig { cores: cores.min(u32::from(u16::MAX)) as u16, ring_capacity };
+        let config = RegionConfig {
+            cores: cores.min(u32::from(u16::MAX)) as u16,
+            ring_capacity,
+        };
         if cores > u32::from(MAX_CORES) || config.check().is_err() {
-            return Err(RegionError::BadGeometry { cores, ring_capacity });
+            return Err(RegionError::BadGeometry {
+                cores,
+                ring_capacity,
+            });
         }
         let header_len = rd64(40);
         let computed = config.region_size() as u64;
         if header_len != computed || len < computed {
-            return Err(RegionError::SizeMismatch { header: header_len, computed, file: len });
+            return Err(RegionError::SizeMismatch {
+                header: header_len,
+                computed,
+                file: len,
+            });
         }
         let info = RegionInfo {
             generation: rd64(48),
@@ -450,7 +513,11 @@ impl Region {
             dataplane_pid: rd32(32),
         };
         let map = Mapping::map(OwnedFd::from(file), computed as usize).map_err(io_err("mmap"))?;
-        let region = Region { map: Arc::new(map), info, claims: new_claims(config.cores) };
+        let region = Region {
+            map: Arc::new(map),
+            info,
+            claims: new_claims(config.cores),
+        };
         for core in 0..config.cores {
             for direction in [Direction::Commands, Direction::Events] {
                 let c = region.ring(core, direction).counters();
@@ -548,7 +615,10 @@ impl Region {
             if current != 0 && current != me && sys::process_exists(current) {
                 return Err(RegionError::ControlAttached { pid: current });
             }
-            if seat.compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if seat
+                .compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 return Ok(());
             }
         }
@@ -557,12 +627,10 @@ impl Region {
     /// Releases the control-plane seat if we hold it.
     pub(crate) fn release_control(&self) {
         let me = std::process::id();
-        let _ = self.header().control_pid.compare_exchange(
-            me,
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        let _ =
+            self.header()
+                .control_pid
+                .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// The descriptor backing the region (to hand over a Unix socket).
@@ -572,7 +640,9 @@ impl Region {
 }
 
 fn new_claims(cores: u16) -> Arc<[[AtomicBool; 2]]> {
-    (0..usize::from(cores) * 2).map(|_| [AtomicBool::new(false), AtomicBool::new(false)]).collect()
+    (0..usize::from(cores) * 2)
+        .map(|_| [AtomicBool::new(false), AtomicBool::new(false)])
+        .collect()
 }
 
 /// Holds one side of one ring for this attachment; releases it on drop.
@@ -608,7 +678,10 @@ pub fn unlink(name: &str) -> Result<(), RegionError> {
     match std::fs::remove_file(region_path(name)?) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RegionError::Io { op: "unlink region", source: e }),
+        Err(e) => Err(RegionError::Io {
+            op: "unlink region",
+            source: e,
+        }),
     }
 }
 

@@ -106,7 +106,11 @@ pub struct RingFull {
 
 impl std::fmt::Display for RingFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ring full: {} records wanted, {} free", self.wanted, self.free)
+        write!(
+            f,
+            "ring full: {} records wanted, {} free",
+            self.wanted, self.free
+        )
     }
 }
 
@@ -122,7 +126,10 @@ pub(crate) struct RingRef {
 
 impl std::fmt::Debug for RingRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingRef").field("offset", &self.offset).field("capacity", &self.capacity).finish()
+        f.debug_struct("RingRef")
+            .field("offset", &self.offset)
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 
@@ -135,7 +142,11 @@ impl RingRef {
         assert_eq!(offset % 64, 0);
         assert!(offset + ring_bytes(capacity) <= map.len());
         assert_eq!(map.base() as usize % 64, 0);
-        RingRef { map, offset, capacity }
+        RingRef {
+            map,
+            offset,
+            capacity,
+        }
     }
 
     pub(crate) fn header(&self) -> &RingHeader {
@@ -150,7 +161,11 @@ impl RingRef {
         let index = (position & u64::from(self.capacity - 1)) as usize;
         // SAFETY: index < capacity, so the slot lies inside the ring, which `new` checked
         // lies inside the mapping.
-        unsafe { self.map.base().add(self.offset + RING_HEADER_SIZE + index * RECORD_SIZE) }
+        unsafe {
+            self.map
+                .base()
+                .add(self.offset + RING_HEADER_SIZE + index * RECORD_SIZE)
+        }
     }
 
     pub(crate) fn counters(&self) -> RingCounters {
@@ -192,7 +207,12 @@ impl Producer {
         let h = ring.header();
         let tail = h.producer.tail.load(Ordering::Acquire);
         let cached_head = h.consumer.head.load(Ordering::Acquire);
-        Producer { ring, tail, cached_head, _claim: claim }
+        Producer {
+            ring,
+            tail,
+            cached_head,
+            _claim: claim,
+        }
     }
 
     /// Ring capacity in records.
@@ -224,7 +244,9 @@ impl Producer {
         if free < n {
             let h = self.ring.header();
             h.producer.rejected_pushes.fetch_add(1, Ordering::Relaxed);
-            h.producer.rejected_records.fetch_add(n as u64, Ordering::Relaxed);
+            h.producer
+                .rejected_records
+                .fetch_add(n as u64, Ordering::Relaxed);
             return Err(RingFull { wanted: n, free });
         }
         if n == 0 {
@@ -249,8 +271,7 @@ impl Producer {
         // tail, or we see its flag. Costs one fence per batch, no syscall.
         fence(Ordering::SeqCst);
         if h.sleep.consumer_sleeping.load(Ordering::Relaxed) != 0
-            && h
-                .sleep
+            && h.sleep
                 .consumer_sleeping
                 .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
@@ -297,7 +318,12 @@ impl Consumer {
         let h = ring.header();
         let head = h.consumer.head.load(Ordering::Acquire);
         let cached_tail = h.producer.tail.load(Ordering::Acquire);
-        Consumer { ring, head, cached_tail, _claim: claim }
+        Consumer {
+            ring,
+            head,
+            cached_tail,
+            _claim: claim,
+        }
     }
 
     /// Ring capacity in records.
@@ -311,7 +337,10 @@ impl Consumer {
         let avail = self.cached_tail.wrapping_sub(self.head);
         // A tail behind our head or more than a ring ahead can only come from a corrupted
         // region; attach validated it, so this is our bug.
-        assert!(avail <= u64::from(self.ring.capacity), "ring tail/head inconsistent");
+        assert!(
+            avail <= u64::from(self.ring.capacity),
+            "ring tail/head inconsistent"
+        );
         avail as usize
     }
 
@@ -336,9 +365,16 @@ impl Consumer {
 
     /// Releases `n` records seen by [`Consumer::peek_batch`] back to the producer.
     pub fn commit(&mut self, n: usize) {
-        assert!(self.head + n as u64 <= self.cached_tail, "commit past what was peeked");
+        assert!(
+            self.head + n as u64 <= self.cached_tail,
+            "commit past what was peeked"
+        );
         self.head += n as u64;
-        self.ring.header().consumer.head.store(self.head, Ordering::Release);
+        self.ring
+            .header()
+            .consumer
+            .head
+            .store(self.head, Ordering::Release);
     }
 
     /// Peeks and commits in one step; returns how many records were copied into `out`.
@@ -360,10 +396,18 @@ impl Consumer {
     /// set and the ring is still empty); `false` if records arrived, in which case the flag
     /// is already cleared and the caller should poll again instead of sleeping.
     pub fn prepare_sleep(&mut self) -> bool {
-        self.ring.header().sleep.consumer_sleeping.store(1, Ordering::Relaxed);
+        self.ring
+            .header()
+            .sleep
+            .consumer_sleeping
+            .store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.available() > 0 {
-            self.ring.header().sleep.consumer_sleeping.store(0, Ordering::Relaxed);
+            self.ring
+                .header()
+                .sleep
+                .consumer_sleeping
+                .store(0, Ordering::Relaxed);
             return false;
         }
         true
@@ -371,12 +415,20 @@ impl Consumer {
 
     /// Ends a sleep begun by [`Consumer::prepare_sleep`] (whether or not it was woken).
     pub fn finish_sleep(&mut self) {
-        self.ring.header().sleep.consumer_sleeping.store(0, Ordering::Relaxed);
+        self.ring
+            .header()
+            .sleep
+            .consumer_sleeping
+            .store(0, Ordering::Relaxed);
     }
 
     /// Counts one undecodable record in shared memory.
     pub fn count_decode_error(&self) {
-        self.ring.header().consumer.decode_errors.fetch_add(1, Ordering::Relaxed);
+        self.ring
+            .header()
+            .consumer
+            .decode_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counters of this ring.

@@ -201,7 +201,10 @@ impl PayloadTypes {
         if list.len() > MAX_PAYLOAD_TYPES || list.iter().any(|p| p.pt > 127) {
             return None;
         }
-        let mut out = PayloadTypes { len: list.len() as u8, ..Default::default() };
+        let mut out = PayloadTypes {
+            len: list.len() as u8,
+            ..Default::default()
+        };
         out.entries[..list.len()].copy_from_slice(list);
         Some(out)
     }
@@ -444,9 +447,16 @@ pub enum Event {
     /// Answer to a ping.
     Pong { echo: u64 },
     /// A session was installed with these local ports.
-    SessionCreated { session_id: u64, local_ports: [u16; 2] },
+    SessionCreated {
+        session_id: u64,
+        local_ports: [u16; 2],
+    },
     /// The command with the record's `seq` failed.
-    CommandFailed { command_type: u16, session_id: u64, reason: FailReason },
+    CommandFailed {
+        command_type: u16,
+        session_id: u64,
+        reason: FailReason,
+    },
     /// Counters.
     SessionStats(SessionStats),
     /// List entry.
@@ -536,7 +546,10 @@ impl Reader<'_> {
         Ok(out)
     }
     fn bad(&self, field: &'static str) -> DecodeError {
-        DecodeError::BadField { msg_type: self.msg_type, field }
+        DecodeError::BadField {
+            msg_type: self.msg_type,
+            field,
+        }
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take::<1>()?[0])
@@ -594,7 +607,10 @@ impl Reader<'_> {
         if usize::from(len) > MAX_PAYLOAD_TYPES {
             return Err(self.bad("payload_types.len"));
         }
-        let mut out = PayloadTypes { len, ..Default::default() };
+        let mut out = PayloadTypes {
+            len,
+            ..Default::default()
+        };
         for (i, e) in out.entries.iter_mut().enumerate() {
             let pt = self.u8()?;
             let clock_hz = self.u32()?;
@@ -611,7 +627,10 @@ impl Reader<'_> {
 
 fn write_header(out: &mut Record, msg_type: u16, len: usize, meta: Meta, frag: (u16, u16)) {
     assert!(len <= PAYLOAD_SIZE);
-    let mut w = Writer { buf: &mut out[..HEADER_SIZE], pos: 0 };
+    let mut w = Writer {
+        buf: &mut out[..HEADER_SIZE],
+        pos: 0,
+    };
     w.u16(msg_type);
     w.u16(0);
     w.u32(len as u32);
@@ -639,26 +658,42 @@ pub fn read_header(rec: &Record) -> RecordHeader {
 }
 
 fn payload_mut(out: &mut Record) -> Writer<'_> {
-    Writer { buf: &mut out[HEADER_SIZE..], pos: 0 }
+    Writer {
+        buf: &mut out[HEADER_SIZE..],
+        pos: 0,
+    }
 }
 
 /// Checks the header for an unfragmented message of exactly `len` payload bytes.
 fn check_fixed(h: &RecordHeader, len: usize) -> Result<(), DecodeError> {
     if h.len as usize != len {
-        return Err(DecodeError::BadLength { msg_type: h.msg_type, len: h.len });
+        return Err(DecodeError::BadLength {
+            msg_type: h.msg_type,
+            len: h.len,
+        });
     }
     if h.frag_index != 0 || h.frag_count != 1 {
-        return Err(DecodeError::BadField { msg_type: h.msg_type, field: "fragment" });
+        return Err(DecodeError::BadField {
+            msg_type: h.msg_type,
+            field: "fragment",
+        });
     }
     if h.flags != 0 || h.reserved != 0 {
-        return Err(DecodeError::BadField { msg_type: h.msg_type, field: "flags" });
+        return Err(DecodeError::BadField {
+            msg_type: h.msg_type,
+            field: "flags",
+        });
     }
     Ok(())
 }
 
 fn reader<'a>(rec: &'a Record, h: &RecordHeader) -> Reader<'a> {
     let end = HEADER_SIZE + (h.len as usize).min(PAYLOAD_SIZE);
-    Reader { buf: &rec[HEADER_SIZE..end], pos: 0, msg_type: h.msg_type }
+    Reader {
+        buf: &rec[HEADER_SIZE..end],
+        pos: 0,
+        msg_type: h.msg_type,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -718,9 +753,15 @@ fn write_raw_sip(out: &mut Record, msg_type: u16, meta: Meta, f: &RawSipFragment
 }
 
 fn read_raw_sip(rec: &Record, h: &RecordHeader) -> Result<RawSipFragment, DecodeError> {
-    let bad = |field| DecodeError::BadField { msg_type: h.msg_type, field };
+    let bad = |field| DecodeError::BadField {
+        msg_type: h.msg_type,
+        field,
+    };
     if (h.len as usize) < RAW_SIP_FIXED || h.len as usize > PAYLOAD_SIZE {
-        return Err(DecodeError::BadLength { msg_type: h.msg_type, len: h.len });
+        return Err(DecodeError::BadLength {
+            msg_type: h.msg_type,
+            len: h.len,
+        });
     }
     if h.frag_count == 0 || h.frag_index >= h.frag_count {
         return Err(bad("fragment"));
@@ -805,7 +846,10 @@ impl Command {
     /// Decodes a record; never panics, whatever its bytes.
     pub fn decode(rec: &Record) -> Result<(Meta, Command), DecodeError> {
         let h = read_header(rec);
-        let meta = Meta { seq: h.seq, core: h.core };
+        let meta = Meta {
+            seq: h.seq,
+            core: h.core,
+        };
         let cmd = match h.msg_type {
             msg_type::PING
             | msg_type::DELETE_SESSION
@@ -895,14 +939,21 @@ impl Event {
                 write_header(out, t, 8, meta, (0, 1));
                 payload_mut(out).u64(*echo);
             }
-            Event::SessionCreated { session_id, local_ports } => {
+            Event::SessionCreated {
+                session_id,
+                local_ports,
+            } => {
                 write_header(out, t, SESSION_CREATED_SIZE, meta, (0, 1));
                 let mut w = payload_mut(out);
                 w.u64(*session_id);
                 w.u16(local_ports[0]);
                 w.u16(local_ports[1]);
             }
-            Event::CommandFailed { command_type, session_id, reason } => {
+            Event::CommandFailed {
+                command_type,
+                session_id,
+                reason,
+            } => {
                 write_header(out, t, COMMAND_FAILED_SIZE, meta, (0, 1));
                 let mut w = payload_mut(out);
                 w.u16(*command_type);
@@ -956,23 +1007,35 @@ impl Event {
     /// Decodes a record; never panics, whatever its bytes.
     pub fn decode(rec: &Record) -> Result<(Meta, Event), DecodeError> {
         let h = read_header(rec);
-        let meta = Meta { seq: h.seq, core: h.core };
+        let meta = Meta {
+            seq: h.seq,
+            core: h.core,
+        };
         let ev = match h.msg_type {
             msg_type::PONG => {
                 check_fixed(&h, 8)?;
-                Event::Pong { echo: reader(rec, &h).u64()? }
+                Event::Pong {
+                    echo: reader(rec, &h).u64()?,
+                }
             }
             msg_type::SESSION_CREATED => {
                 check_fixed(&h, SESSION_CREATED_SIZE)?;
                 let mut r = reader(rec, &h);
-                Event::SessionCreated { session_id: r.u64()?, local_ports: [r.u16()?, r.u16()?] }
+                Event::SessionCreated {
+                    session_id: r.u64()?,
+                    local_ports: [r.u16()?, r.u16()?],
+                }
             }
             msg_type::COMMAND_FAILED => {
                 check_fixed(&h, COMMAND_FAILED_SIZE)?;
                 let mut r = reader(rec, &h);
                 let command_type = r.u16()?;
                 let reason = FailReason::from_code(r.u16()?);
-                Event::CommandFailed { command_type, session_id: r.u64()?, reason }
+                Event::CommandFailed {
+                    command_type,
+                    session_id: r.u64()?,
+                    reason,
+                }
             }
             msg_type::SESSION_STATS => {
                 check_fixed(&h, SESSION_STATS_SIZE)?;
@@ -1006,7 +1069,10 @@ impl Event {
             msg_type::SESSION_TIMEOUT => {
                 check_fixed(&h, SESSION_TIMEOUT_SIZE)?;
                 let mut r = reader(rec, &h);
-                Event::SessionTimeout { session_id: r.u64()?, leg: r.leg()? }
+                Event::SessionTimeout {
+                    session_id: r.u64()?,
+                    leg: r.leg()?,
+                }
             }
             msg_type::DTMF => {
                 check_fixed(&h, DTMF_SIZE)?;
@@ -1041,7 +1107,11 @@ pub struct TooLarge {
 
 impl std::fmt::Display for TooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SIP message of {} bytes needs {} records", self.len, self.records_needed)
+        write!(
+            f,
+            "SIP message of {} bytes needs {} records",
+            self.len, self.records_needed
+        )
     }
 }
 
@@ -1072,7 +1142,10 @@ pub fn encode_raw_sip(
 ) -> Result<usize, TooLarge> {
     let count = sip_fragments(bytes.len());
     if bytes.len() > MAX_SIP_BYTES || count > out.len() {
-        return Err(TooLarge { len: bytes.len(), records_needed: count });
+        return Err(TooLarge {
+            len: bytes.len(),
+            records_needed: count,
+        });
     }
     let msg_type = match direction {
         SipDirection::Down => msg_type::RAW_SIP_DOWN,
@@ -1101,7 +1174,11 @@ pub fn encode_raw_sip(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReassemblyError {
     /// A fragment index was skipped (or a message began again) before the message ended.
-    MissingFragment { seq: u64, expected_index: u16, got_index: u16 },
+    MissingFragment {
+        seq: u64,
+        expected_index: u16,
+        got_index: u16,
+    },
     /// A fragment of another message arrived while one was in progress.
     Interleaved { in_progress_seq: u64, got_seq: u64 },
     /// Fragments of one message disagree on count, length, listener or address, or the
@@ -1149,7 +1226,11 @@ impl Default for RawSipReassembler {
 impl RawSipReassembler {
     /// Allocates the buffer.
     pub fn new() -> RawSipReassembler {
-        RawSipReassembler { buf: vec![0u8; MAX_SIP_BYTES].into_boxed_slice(), filled: 0, current: None }
+        RawSipReassembler {
+            buf: vec![0u8; MAX_SIP_BYTES].into_boxed_slice(),
+            filled: 0,
+            current: None,
+        }
     }
 
     /// Whether a message is partly assembled.
@@ -1169,7 +1250,10 @@ impl RawSipReassembler {
         let (seq, next, first) = match self.current {
             Some((seq, next, first)) => {
                 let error = if meta.seq != seq {
-                    Some(ReassemblyError::Interleaved { in_progress_seq: seq, got_seq: meta.seq })
+                    Some(ReassemblyError::Interleaved {
+                        in_progress_seq: seq,
+                        got_seq: meta.seq,
+                    })
                 } else if frag.frag_index != next {
                     Some(ReassemblyError::MissingFragment {
                         seq,

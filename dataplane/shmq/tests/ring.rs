@@ -10,7 +10,14 @@ use shmq::{Direction, Region, RegionConfig, RegionError, Wake, RECORD_SIZE};
 
 fn region(test: &str, cap: u32) -> (Region, shmq::UnlinkGuard) {
     let guard = unique_name(test);
-    let r = Region::create(guard.name(), RegionConfig { cores: 2, ring_capacity: cap }).unwrap();
+    let r = Region::create(
+        guard.name(),
+        RegionConfig {
+            cores: 2,
+            ring_capacity: cap,
+        },
+    )
+    .unwrap();
     (r, guard)
 }
 
@@ -49,7 +56,10 @@ fn full_ring_refuses_and_counts() {
     }
     assert_eq!(c.pop(), None);
     // The other rings are untouched.
-    assert_eq!(r.counters(0, Direction::Commands).unwrap().rejected_pushes, 0);
+    assert_eq!(
+        r.counters(0, Direction::Commands).unwrap().rejected_pushes,
+        0
+    );
 }
 
 #[test]
@@ -85,7 +95,9 @@ fn peek_without_commit_leaves_records() {
     let (r, _g) = region("peek", 8);
     let mut p = r.producer(0, Direction::Commands).unwrap();
     let mut c = r.consumer(0, Direction::Commands).unwrap();
-    let _ = p.push_batch(&[numbered(1), numbered(2), numbered(3)]).unwrap();
+    let _ = p
+        .push_batch(&[numbered(1), numbered(2), numbered(3)])
+        .unwrap();
     let mut buf = vec![[0u8; RECORD_SIZE]; 8];
     assert_eq!(c.peek_batch(&mut buf), 3);
     drop(c); // a consumer that dies before committing
@@ -103,7 +115,10 @@ fn one_producer_per_ring_per_attachment() {
     let p = r.producer(0, Direction::Commands).unwrap();
     assert!(r.producer(0, Direction::Commands).is_none());
     assert!(r.clone().producer(0, Direction::Commands).is_none());
-    assert!(r.producer(2, Direction::Commands).is_none(), "core out of range");
+    assert!(
+        r.producer(2, Direction::Commands).is_none(),
+        "core out of range"
+    );
     drop(p);
     assert!(r.producer(0, Direction::Commands).is_some());
 }
@@ -118,7 +133,11 @@ fn producer_wakes_only_a_sleeping_consumer() {
     c.pop().unwrap();
     assert!(c.prepare_sleep());
     assert_eq!(p.push(&numbered(1)).unwrap(), Wake::Needed);
-    assert_eq!(p.push(&numbered(2)).unwrap(), Wake::No, "one wake per sleep");
+    assert_eq!(
+        p.push(&numbered(2)).unwrap(),
+        Wake::No,
+        "one wake per sleep"
+    );
     c.finish_sleep();
     assert_eq!(r.counters(0, Direction::Events).unwrap().wakeups_sent, 1);
 }
@@ -127,7 +146,13 @@ fn producer_wakes_only_a_sleeping_consumer() {
 fn create_is_exclusive_and_attach_validates() {
     let (r, g) = region("excl", 8);
     assert!(matches!(
-        Region::create(g.name(), RegionConfig { cores: 1, ring_capacity: 8 }),
+        Region::create(
+            g.name(),
+            RegionConfig {
+                cores: 1,
+                ring_capacity: 8
+            }
+        ),
         Err(RegionError::AlreadyExists(_))
     ));
     let a = Region::attach(g.name()).unwrap();
@@ -135,11 +160,20 @@ fn create_is_exclusive_and_attach_validates() {
     assert_eq!(a.info().generation, 1);
     assert_eq!(a.info().dataplane_pid, std::process::id());
     let mode = std::fs::metadata(format!("/dev/shm/{}", g.name())).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o660);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o660
+    );
 
     // Bad geometry is refused up front.
     assert!(matches!(
-        Region::create("trunkline-never", RegionConfig { cores: 1, ring_capacity: 3 }),
+        Region::create(
+            "trunkline-never",
+            RegionConfig {
+                cores: 1,
+                ring_capacity: 3
+            }
+        ),
         Err(RegionError::BadConfig(_))
     ));
     assert!(matches!(Region::attach("a/b"), Err(RegionError::BadName)));
@@ -150,11 +184,20 @@ fn attach_names_the_mismatch() {
     let g = unique_name("mismatch");
     let path = format!("/dev/shm/{}", g.name());
     std::fs::write(&path, [0u8; 16]).unwrap();
-    assert!(matches!(Region::attach(g.name()), Err(RegionError::TooSmall { len: 16 })));
+    assert!(matches!(
+        Region::attach(g.name()),
+        Err(RegionError::TooSmall { len: 16 })
+    ));
     std::fs::write(&path, [0u8; 4096]).unwrap();
-    assert!(matches!(Region::attach(g.name()), Err(RegionError::BadMagic { found: 0 })));
+    assert!(matches!(
+        Region::attach(g.name()),
+        Err(RegionError::BadMagic { found: 0 })
+    ));
 
-    let cfg = RegionConfig { cores: 1, ring_capacity: 8 };
+    let cfg = RegionConfig {
+        cores: 1,
+        ring_capacity: 8,
+    };
     let good_name = unique_name("mismatch-good");
     drop(Region::create(good_name.name(), cfg).unwrap());
     let good = std::fs::read(format!("/dev/shm/{}", good_name.name())).unwrap();
@@ -164,24 +207,44 @@ fn attach_names_the_mismatch() {
         std::fs::write(&path, b).unwrap();
         Region::attach(g.name()).unwrap_err()
     };
-    assert!(matches!(patch(8, &9u32.to_ne_bytes()), RegionError::VersionMismatch { found: 9, .. }));
+    assert!(matches!(
+        patch(8, &9u32.to_ne_bytes()),
+        RegionError::VersionMismatch { found: 9, .. }
+    ));
     assert!(matches!(
         patch(20, &128u32.to_ne_bytes()),
-        RegionError::RecordSizeMismatch { found: 128, expected: 256 }
+        RegionError::RecordSizeMismatch {
+            found: 128,
+            expected: 256
+        }
     ));
-    assert!(matches!(patch(16, &7u32.to_ne_bytes()), RegionError::BadGeometry { .. }));
-    assert!(matches!(patch(12, &2u32.to_ne_bytes()), RegionError::SizeMismatch { .. }));
+    assert!(matches!(
+        patch(16, &7u32.to_ne_bytes()),
+        RegionError::BadGeometry { .. }
+    ));
+    assert!(matches!(
+        patch(12, &2u32.to_ne_bytes()),
+        RegionError::SizeMismatch { .. }
+    ));
     // Commands ring of core 0: tail (offset 128) far ahead of head.
     assert!(matches!(
         patch(128, &100u64.to_ne_bytes()),
-        RegionError::RingCorrupt { core: 0, direction: Direction::Commands, head: 0, tail: 100 }
+        RegionError::RingCorrupt {
+            core: 0,
+            direction: Direction::Commands,
+            head: 0,
+            tail: 100
+        }
     ));
 }
 
 #[test]
 fn replace_bumps_generation_and_marks_old_superseded() {
     let g = unique_name("replace");
-    let cfg = RegionConfig { cores: 1, ring_capacity: 8 };
+    let cfg = RegionConfig {
+        cores: 1,
+        ring_capacity: 8,
+    };
     let first = Region::create_or_replace(g.name(), cfg).unwrap();
     let attached = Region::attach(g.name()).unwrap();
     assert_eq!(attached.info().generation, 1);
@@ -204,8 +267,14 @@ fn replace_bumps_generation_and_marks_old_superseded() {
 fn cross_thread_million_with_sleep_and_wake() {
     const TOTAL: u64 = 1_000_000;
     let g = unique_name("xthread");
-    let dp = shmq::Dataplane::create(g.name(), RegionConfig { cores: 1, ring_capacity: 1024 })
-        .unwrap();
+    let dp = shmq::Dataplane::create(
+        g.name(),
+        RegionConfig {
+            cores: 1,
+            ring_capacity: 1024,
+        },
+    )
+    .unwrap();
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     dp.handoff(&a).unwrap();
     let control = shmq::Control::attach(g.name(), Some(&b)).unwrap();
@@ -257,7 +326,10 @@ fn cross_thread_million_with_sleep_and_wake() {
     assert_eq!(commands.pushed, TOTAL);
     assert_eq!(commands.popped, TOTAL);
     assert_eq!(commands.rejected_pushes, full);
-    assert!(commands.wakeups_sent > 0, "the eventfd path was never exercised");
+    assert!(
+        commands.wakeups_sent > 0,
+        "the eventfd path was never exercised"
+    );
     println!(
         "cross-thread: {TOTAL} records in {elapsed:?} = {:.0} records/s; {sleeps} empty polls, \
          {} eventfd wakes, {full} full rejections",

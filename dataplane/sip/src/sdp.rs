@@ -372,7 +372,7 @@ pub struct Media<'a> {
 impl<'a> Media<'a> {
     /// The formats in order.
     pub fn formats(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.formats.split_ascii_whitespace()
+        split_fields(self.formats)
     }
 
     /// Whether the transport is RTP (`RTP/AVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVPF`, ...), in which
@@ -1466,10 +1466,13 @@ fn parse_media(v: &str, line: usize) -> Result<Media<'_>, SdpError> {
     if formats.is_empty() {
         return Err(bad("no formats"));
     }
+    // RFC 8866 §9: `fmt` is a token and the separator is SP. Anything else (a form feed, a
+    // control byte) would make readers disagree on how many formats the line has.
+    if !split_fields(formats).all(is_token) {
+        return Err(bad("format is not a token"));
+    }
     if is_rtp_proto(proto)
-        && !formats
-            .split_ascii_whitespace()
-            .all(|f| parse_digits::<u8>(f).is_some_and(|pt| pt <= 127))
+        && !split_fields(formats).all(|f| parse_digits::<u8>(f).is_some_and(|pt| pt <= 127))
     {
         return Err(bad("RTP format is not a payload type 0..=127"));
     }
@@ -1484,6 +1487,11 @@ fn parse_media(v: &str, line: usize) -> Result<Media<'_>, SdpError> {
         attrs: 0..0,
         bandwidths: 0..0,
     })
+}
+
+/// The space-separated fields of a line (SP, and HTAB for the lenient).
+fn split_fields(s: &str) -> impl Iterator<Item = &str> {
+    s.split([' ', '\t']).filter(|f| !f.is_empty())
 }
 
 fn parse_payload_type(s: &str) -> Option<u8> {

@@ -1196,3 +1196,14 @@ proptest! {
         }
     }
 }
+
+/// Found by fuzzing: a form feed after the protocol was a "format" to the parser's emptiness
+/// check but whitespace to the format iterator, so removing payload types wrote an `m=` line
+/// with no formats that failed to reparse. Formats must be tokens separated by SP.
+#[test]
+fn format_that_is_not_a_token_is_refused() {
+    let body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 917 RTP/AVP \x0c\r\n";
+    assert!(Sdp::parse(body).is_err());
+    let body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 917 RTP/AVP 0\x0c8\r\n";
+    assert!(Sdp::parse(body).is_err());
+}

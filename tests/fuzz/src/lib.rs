@@ -608,6 +608,10 @@ pub fn framing(data: &[u8]) -> u64 {
             // The documented shapes: a ping is CRLF CRLF, a pong one CRLF.
             Frame::Ping => assert!(rest.starts_with(b"\r\n\r\n"), "Ping framed over {rest:?}"),
             Frame::Pong => assert!(rest.starts_with(b"\r\n"), "Pong framed over {rest:?}"),
+            Frame::Stray => assert!(
+                matches!(rest.first(), Some(b'\r' | b'\n')),
+                "Stray framed over {rest:?}"
+            ),
         }
         rest = &rest[frame.len()..];
     }
