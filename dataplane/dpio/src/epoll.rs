@@ -71,6 +71,9 @@ pub struct MioBackend {
     poll: Poll,
     events: Events,
     sockets: Vec<MSock>,
+    /// Ids of the sockets whose `readable` is set, so a poll visits only those (a core may
+    /// own thousands of media sockets, few of them ready in one turn).
+    ready: Vec<u32>,
     max_sockets: u32,
     socket_buffer_bytes: u32,
     pool: Slab,
@@ -122,6 +125,7 @@ impl MioBackend {
             poll: Poll::new()?,
             events: Events::with_capacity(config.max_sockets as usize),
             sockets: Vec::with_capacity(config.max_sockets as usize),
+            ready: Vec::with_capacity(config.max_sockets as usize),
             max_sockets: config.max_sockets,
             socket_buffer_bytes: config.socket_buffer_bytes,
             pool: Slab::new(config.buffers as usize * config.buffer_size as usize),
@@ -369,6 +373,7 @@ impl Backend for MioBackend {
             sock,
             readable: true,
         });
+        self.ready.push(id);
         Ok(SocketId(id))
     }
 
@@ -385,7 +390,7 @@ impl Backend for MioBackend {
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.stats.polls += 1;
         self.flush();
-        let pending = !self.free_list.is_empty() && self.sockets.iter().any(|s| s.readable);
+        let pending = !self.free_list.is_empty() && !self.ready.is_empty();
         let t = if !self.rx.is_empty() || pending {
             Some(Duration::ZERO)
         } else {
@@ -400,13 +405,21 @@ impl Backend for MioBackend {
         }
         for ev in self.events.iter() {
             if let Some(s) = self.sockets.get_mut(ev.token().0) {
-                s.readable = true;
+                if !s.readable {
+                    s.readable = true;
+                    self.ready.push(ev.token().0 as u32);
+                }
             }
         }
         let before = self.stats.rx_packets;
-        for s in 0..self.sockets.len() as u32 {
+        let mut i = 0;
+        while i < self.ready.len() {
+            let s = self.ready[i];
+            self.recv_socket(s);
             if self.sockets[s as usize].readable {
-                self.recv_socket(s);
+                i += 1;
+            } else {
+                self.ready.swap_remove(i);
             }
         }
         self.stats

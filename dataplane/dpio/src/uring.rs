@@ -67,6 +67,8 @@ pub struct UringBackend {
     copy_buffer_size: usize,
     copy_free: Vec<u32>,
     sockets: Vec<Sock>,
+    /// Ids of sockets whose multishot receive ended, to re-arm: a poll visits only these.
+    unarmed: Vec<u32>,
     max_sockets: u32,
     /// msghdr templates for multishot recvmsg (only namelen/controllen matter), per socket.
     recv_hdr: Box<[libc::msghdr]>,
@@ -193,6 +195,7 @@ impl UringBackend {
             copy_buffer_size: config.copy_buffer_size as usize,
             copy_free: (0..config.copy_buffers).rev().collect(),
             sockets: Vec::with_capacity(config.max_sockets as usize),
+            unarmed: Vec::with_capacity(config.max_sockets as usize),
             max_sockets: config.max_sockets,
             recv_hdr,
             slot_free: (0..config.send_slots).rev().collect(),
@@ -298,8 +301,9 @@ impl UringBackend {
     }
 
     fn complete_recv(&mut self, s: u32, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
+        if !cqueue::more(flags) && self.sockets[s as usize].armed {
             self.sockets[s as usize].armed = false;
+            self.unarmed.push(s);
         }
         if res < 0 {
             match -res {
@@ -405,9 +409,15 @@ impl Backend for UringBackend {
         self.stats.polls += 1;
         // Re-arm receives the kernel ended (ENOBUFS, errors) once there is a buffer to fill.
         if self.free > 0 {
-            for s in 0..self.sockets.len() as u32 {
-                if !self.sockets[s as usize].armed && self.arm(s) {
+            let mut i = 0;
+            while i < self.unarmed.len() {
+                let s = self.unarmed[i];
+                if self.sockets[s as usize].armed || self.arm(s) {
                     self.stats.rx_rearms += 1;
+                    self.unarmed.swap_remove(i);
+                } else {
+                    // Submission queue full: keep it for the next poll.
+                    i += 1;
                 }
             }
         }
