@@ -90,6 +90,8 @@ pub mod msg_type {
     pub const LIST_SESSIONS: u16 = 0x0006;
     /// Command: send SIP bytes (fragmented).
     pub const RAW_SIP_DOWN: u16 = 0x0007;
+    /// Command: ask for the core's counters and relay latency.
+    pub const QUERY_CORE_STATS: u16 = 0x0008;
     /// Event: answer to a ping.
     pub const PONG: u16 = 0x8001;
     /// Event: a session was installed.
@@ -106,6 +108,8 @@ pub mod msg_type {
     pub const DTMF: u16 = 0x8007;
     /// Event: SIP bytes received (fragmented).
     pub const RAW_SIP_UP: u16 = 0x8008;
+    /// Event: a core's counters and relay latency.
+    pub const CORE_STATS: u16 = 0x8009;
 }
 
 /// Most payload types per leg.
@@ -131,6 +135,8 @@ const _: () = assert!(CREATE_SESSION_SIZE <= PAYLOAD_SIZE);
 const _: () = assert!(UPDATE_SESSION_SIZE <= PAYLOAD_SIZE);
 const _: () = assert!(SESSION_STATS_SIZE <= PAYLOAD_SIZE);
 const _: () = assert!(SESSION_INFO_SIZE <= PAYLOAD_SIZE);
+const CORE_STATS_SIZE: usize = 4 + 4 + 1 + CORE_STATS_COUNTERS * 8;
+const _: () = assert!(CORE_STATS_SIZE <= PAYLOAD_SIZE);
 const _: () = assert!(RAW_SIP_CHUNK >= 192);
 const _: () = assert!(MAX_SIP_FRAGMENTS <= u16::MAX as usize);
 
@@ -329,6 +335,8 @@ pub enum Command {
     ListSessions { cursor: u64 },
     /// One fragment of a SIP message to send.
     RawSipDown(RawSipFragment),
+    /// Ask for the core's counters; answered by `CoreStats` carrying `echo` in its seq.
+    QueryCoreStats { echo: u64 },
 }
 
 /// Why a command failed.
@@ -424,6 +432,134 @@ pub struct SessionInfo {
     pub session: Option<SessionSummary>,
 }
 
+/// Number of u64 fields of [`CoreStats`] after its header fields.
+const CORE_STATS_COUNTERS: usize = 24;
+
+/// One dataplane core's counters and its relay latency (receive → send submitted), for
+/// `trunkctl show cores` and the benchmark. Counters are totals since the core started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CoreStats {
+    /// Sessions installed now.
+    pub sessions: u32,
+    /// Sessions the core's table holds.
+    pub session_capacity: u32,
+    /// 0: io_uring, 1: mio/epoll, 2: AF_XDP.
+    pub backend: u8,
+    /// Loop turns.
+    pub loop_turns: u64,
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Datagrams handed to the kernel to send.
+    pub tx_packets: u64,
+    /// RTP packets relayed.
+    pub relayed_rtp: u64,
+    /// RTCP packets relayed.
+    pub relayed_rtcp: u64,
+    /// Dropped: not RTP/RTCP, or did not parse.
+    pub drop_malformed: u64,
+    /// Dropped: from a source other than the latched one.
+    pub drop_stranger: u64,
+    /// Dropped: arrived on a port with no session.
+    pub drop_no_session: u64,
+    /// Dropped: RTCP before RTP latched, or no expected source.
+    pub drop_not_latched: u64,
+    /// Dropped: the other leg has no address yet.
+    pub drop_no_destination: u64,
+    /// Dropped: the other leg is on hold.
+    pub drop_held: u64,
+    /// Dropped: STUN/DTLS on a plain RTP relay.
+    pub drop_not_media: u64,
+    /// Sends refused (queue full) or failed in the kernel.
+    pub tx_errors: u64,
+    /// System calls on the packet path.
+    pub syscalls: u64,
+    /// Receives that found no free buffer.
+    pub rx_nobufs: u64,
+    /// Events lost because the event ring was full.
+    pub events_dropped: u64,
+    /// Inactivity timeouts reported.
+    pub timeouts: u64,
+    /// DTMF events reported.
+    pub dtmf_events: u64,
+    /// Relay latency percentiles and maximum, nanoseconds.
+    pub latency_p50_ns: u64,
+    /// p99.
+    pub latency_p99_ns: u64,
+    /// p99.9.
+    pub latency_p999_ns: u64,
+    /// Maximum.
+    pub latency_max_ns: u64,
+    /// Packets whose latency was recorded.
+    pub latency_count: u64,
+}
+
+impl CoreStats {
+    fn counters(&self) -> [u64; CORE_STATS_COUNTERS] {
+        [
+            self.loop_turns,
+            self.rx_packets,
+            self.tx_packets,
+            self.relayed_rtp,
+            self.relayed_rtcp,
+            self.drop_malformed,
+            self.drop_stranger,
+            self.drop_no_session,
+            self.drop_not_latched,
+            self.drop_no_destination,
+            self.drop_held,
+            self.drop_not_media,
+            self.tx_errors,
+            self.syscalls,
+            self.rx_nobufs,
+            self.events_dropped,
+            self.timeouts,
+            self.dtmf_events,
+            self.latency_p50_ns,
+            self.latency_p99_ns,
+            self.latency_p999_ns,
+            self.latency_max_ns,
+            self.latency_count,
+            0,
+        ]
+    }
+
+    fn from_counters(
+        sessions: u32,
+        session_capacity: u32,
+        backend: u8,
+        c: [u64; CORE_STATS_COUNTERS],
+    ) -> CoreStats {
+        CoreStats {
+            sessions,
+            session_capacity,
+            backend,
+            loop_turns: c[0],
+            rx_packets: c[1],
+            tx_packets: c[2],
+            relayed_rtp: c[3],
+            relayed_rtcp: c[4],
+            drop_malformed: c[5],
+            drop_stranger: c[6],
+            drop_no_session: c[7],
+            drop_not_latched: c[8],
+            drop_no_destination: c[9],
+            drop_held: c[10],
+            drop_not_media: c[11],
+            tx_errors: c[12],
+            syscalls: c[13],
+            rx_nobufs: c[14],
+            events_dropped: c[15],
+            timeouts: c[16],
+            dtmf_events: c[17],
+            latency_p50_ns: c[18],
+            latency_p99_ns: c[19],
+            latency_p999_ns: c[20],
+            latency_max_ns: c[21],
+            latency_count: c[22],
+        }
+    }
+}
+
 /// An RFC 4733 telephone event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DtmfEvent {
@@ -467,6 +603,8 @@ pub enum Event {
     Dtmf(DtmfEvent),
     /// One fragment of a received SIP message.
     RawSipUp(RawSipFragment),
+    /// A core's counters.
+    CoreStats(CoreStats),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -808,6 +946,7 @@ impl Command {
             Command::QueryStats { .. } => msg_type::QUERY_STATS,
             Command::ListSessions { .. } => msg_type::LIST_SESSIONS,
             Command::RawSipDown(_) => msg_type::RAW_SIP_DOWN,
+            Command::QueryCoreStats { .. } => msg_type::QUERY_CORE_STATS,
         }
     }
 
@@ -819,7 +958,8 @@ impl Command {
             Command::Ping { echo }
             | Command::DeleteSession { session_id: echo }
             | Command::QueryStats { session_id: echo }
-            | Command::ListSessions { cursor: echo } => {
+            | Command::ListSessions { cursor: echo }
+            | Command::QueryCoreStats { echo } => {
                 write_header(out, t, 8, meta, (0, 1));
                 payload_mut(out).u64(*echo);
             }
@@ -854,13 +994,15 @@ impl Command {
             msg_type::PING
             | msg_type::DELETE_SESSION
             | msg_type::QUERY_STATS
-            | msg_type::LIST_SESSIONS => {
+            | msg_type::LIST_SESSIONS
+            | msg_type::QUERY_CORE_STATS => {
                 check_fixed(&h, 8)?;
                 let v = reader(rec, &h).u64()?;
                 match h.msg_type {
                     msg_type::PING => Command::Ping { echo: v },
                     msg_type::DELETE_SESSION => Command::DeleteSession { session_id: v },
                     msg_type::QUERY_STATS => Command::QueryStats { session_id: v },
+                    msg_type::QUERY_CORE_STATS => Command::QueryCoreStats { echo: v },
                     _ => Command::ListSessions { cursor: v },
                 }
             }
@@ -927,6 +1069,7 @@ impl Event {
             Event::SessionTimeout { .. } => msg_type::SESSION_TIMEOUT,
             Event::Dtmf(_) => msg_type::DTMF,
             Event::RawSipUp(_) => msg_type::RAW_SIP_UP,
+            Event::CoreStats(_) => msg_type::CORE_STATS,
         }
     }
 
@@ -1001,6 +1144,16 @@ impl Event {
                 w.u8(d.volume);
             }
             Event::RawSipUp(f) => write_raw_sip(out, t, meta, f),
+            Event::CoreStats(c) => {
+                write_header(out, t, CORE_STATS_SIZE, meta, (0, 1));
+                let mut w = payload_mut(out);
+                w.u32(c.sessions);
+                w.u32(c.session_capacity);
+                w.u8(c.backend);
+                for v in c.counters() {
+                    w.u64(v);
+                }
+            }
         }
     }
 
@@ -1087,6 +1240,18 @@ impl Event {
                 })
             }
             msg_type::RAW_SIP_UP => Event::RawSipUp(read_raw_sip(rec, &h)?),
+            msg_type::CORE_STATS => {
+                check_fixed(&h, CORE_STATS_SIZE)?;
+                let mut r = reader(rec, &h);
+                let sessions = r.u32()?;
+                let capacity = r.u32()?;
+                let backend = r.u8()?;
+                let mut c = [0u64; CORE_STATS_COUNTERS];
+                for v in &mut c {
+                    *v = r.u64()?;
+                }
+                Event::CoreStats(CoreStats::from_counters(sessions, capacity, backend, c))
+            }
             other => return Err(DecodeError::UnknownType(other)),
         };
         Ok((meta, ev))
