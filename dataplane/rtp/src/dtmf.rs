@@ -47,6 +47,18 @@ impl Tone {
         }
     }
 
+    /// The RFC 4733 event code (inverse of [`Tone::from_code`]).
+    pub fn code(&self) -> u8 {
+        match *self {
+            Tone::Digit(d) => d,
+            Tone::Star => 10,
+            Tone::Pound => 11,
+            Tone::Letter(l) => 12 + l.saturating_sub(b'A'),
+            Tone::Flash => 16,
+            Tone::Other(c) => c,
+        }
+    }
+
     /// The keypad character, for 0–9, *, #, A–D.
     pub fn as_char(&self) -> Option<char> {
         match *self {
