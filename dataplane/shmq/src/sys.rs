@@ -152,15 +152,28 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     }
 }
 
-/// Whether a process with this pid exists (a zombie counts as existing; EPERM means it
-/// exists but belongs to someone else).
+/// Whether a live process with this pid exists (EPERM means it exists but belongs to
+/// someone else). A zombie — killed, not yet reaped by its parent — is dead: it holds no
+/// ring and will never touch one again.
 pub(crate) fn process_exists(pid: u32) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
     // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// `/proc/PID/stat` says Z (zombie) or X (dead).
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_ascii_whitespace().next())
+        .is_some_and(|s| s == "Z" || s == "X")
 }
 
 /// Most descriptors one handoff message may carry (the kernel's SCM_MAX_FD is 253).
