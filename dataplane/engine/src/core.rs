@@ -131,24 +131,32 @@ impl CoreLoop {
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut next_scan = Instant::now() + TIMER_SCAN;
         while !stop.load(Ordering::Relaxed) {
-            self.counters.loop_turns += 1;
-            self.poll_commands();
-            self.io.poll(Some(IDLE_POLL))?;
-            let now = Instant::now();
-            let mut forwarded = 0u64;
-            while let Some(rx) = self.io.next_rx() {
-                forwarded += u64::from(self.on_packet(now, rx));
-            }
-            if forwarded > 0 {
-                // Receive (harvest) → send queued; the sends are submitted at the start of
-                // the next poll, with nothing in between.
-                let ns = now.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-                self.latency.saturating_record_n(ns.max(1), forwarded);
-            }
-            if now >= next_scan {
-                next_scan = now + TIMER_SCAN;
-                self.scan_timeouts(now);
-            }
+            self.turn(IDLE_POLL, &mut next_scan)?;
+        }
+        Ok(())
+    }
+
+    /// One loop turn: commands, then the backend (waiting at most `wait`), then every
+    /// received datagram, then timers when `next_scan` has passed. [`CoreLoop::run`] is this
+    /// in a loop; tests drive it turn by turn.
+    pub fn turn(&mut self, wait: Duration, next_scan: &mut Instant) -> io::Result<()> {
+        self.counters.loop_turns += 1;
+        self.poll_commands();
+        self.io.poll(Some(wait))?;
+        let now = Instant::now();
+        let mut forwarded = 0u64;
+        while let Some(rx) = self.io.next_rx() {
+            forwarded += u64::from(self.on_packet(now, rx));
+        }
+        if forwarded > 0 {
+            // Receive (harvest) → send queued; the sends are submitted at the start of
+            // the next poll, with nothing in between.
+            let ns = now.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+            self.latency.saturating_record_n(ns.max(1), forwarded);
+        }
+        if now >= *next_scan {
+            *next_scan = now + TIMER_SCAN;
+            self.scan_timeouts(now);
         }
         Ok(())
     }
