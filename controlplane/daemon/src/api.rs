@@ -237,6 +237,8 @@ fn leg_json(l: &LegStats) -> Value {
         "lost": l.lost,
         "jitter_ms": f64::from(l.jitter_us) / 1000.0,
         "strangers": l.strangers,
+        "out_of_order": l.out_of_order,
+        "duplicates": l.duplicates,
         "latched": l.latched.map(|a| a.to_string()),
     })
 }

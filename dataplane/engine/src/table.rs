@@ -63,6 +63,8 @@ impl Session {
             lost: s.cumulative_lost().max(0) as u64,
             jitter_us: jitter_us.min(u64::from(u32::MAX)) as u32,
             strangers: c.strangers,
+            out_of_order: c.out_of_order,
+            duplicates: c.duplicates,
             latched: leg.latched(),
         }
     }

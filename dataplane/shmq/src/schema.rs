@@ -128,7 +128,7 @@ const LEG_SPEC_SIZE: usize = 2 + ADDR_SIZE + PT_LIST_SIZE + 1 + 1 + 4;
 const CREATE_SESSION_SIZE: usize = 8 + 2 * LEG_SPEC_SIZE;
 const LEG_UPDATE_SIZE: usize = ADDR_SIZE + 1 + PT_LIST_SIZE + 1 + 1;
 const UPDATE_SESSION_SIZE: usize = 8 + 2 * LEG_UPDATE_SIZE;
-const LEG_STATS_SIZE: usize = 8 + 8 + 8 + 4 + 8 + ADDR_SIZE;
+const LEG_STATS_SIZE: usize = 8 + 8 + 8 + 4 + 8 + 8 + 8 + ADDR_SIZE;
 const SESSION_STATS_SIZE: usize = 8 + 2 * LEG_STATS_SIZE;
 const SESSION_INFO_SIZE: usize = 8 + 1 + 1 + 8 + 4 + 2 * ADDR_SIZE;
 const _: () = assert!(CREATE_SESSION_SIZE <= PAYLOAD_SIZE);
@@ -397,6 +397,10 @@ pub struct LegStats {
     pub jitter_us: u32,
     /// Packets from addresses other than the latched one, dropped.
     pub strangers: u64,
+    /// Packets that arrived after a later sequence number (late or reordered; relayed).
+    pub out_of_order: u64,
+    /// Packets whose sequence number was already seen (relayed: a relay does not dedupe).
+    pub duplicates: u64,
     /// The latched remote address.
     pub latched: Option<SocketAddr>,
 }
@@ -1038,6 +1042,8 @@ fn write_leg_stats(w: &mut Writer<'_>, s: &LegStats) {
     w.u64(s.lost);
     w.u32(s.jitter_us);
     w.u64(s.strangers);
+    w.u64(s.out_of_order);
+    w.u64(s.duplicates);
     w.addr(s.latched);
 }
 
@@ -1048,6 +1054,8 @@ fn read_leg_stats(r: &mut Reader<'_>) -> Result<LegStats, DecodeError> {
         lost: r.u64()?,
         jitter_us: r.u32()?,
         strangers: r.u64()?,
+        out_of_order: r.u64()?,
+        duplicates: r.u64()?,
         latched: r.addr("latched")?,
     })
 }

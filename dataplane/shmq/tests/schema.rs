@@ -93,6 +93,8 @@ fn events() -> Vec<Event> {
         lost: 3,
         jitter_us: 1_250,
         strangers: 2,
+        out_of_order: 4,
+        duplicates: 1,
         latched: Some(v4([127, 0, 0, 1], 40_000)),
     };
     vec![

@@ -10,7 +10,7 @@
 //! 50 calls, each a G.711 stream both ways paced at 20 ms for 5 s (25,000 packets). Checked:
 //! every packet arrives exactly once with the source rewritten to the relay's port of that
 //! call; the relay re-latches when a caller's source port changes mid-call; the loss and
-//! jitter it reports match what the senders injected; SIGKILL of the control plane in the
+//! jitter it reports match what the senders injected (loss, 10 ms jitter, reordered pairs); SIGKILL of the control plane in the
 //! middle loses no packet and the restarted control plane lists the same sessions; bad
 //! packets are dropped and counted in the right counters; deleting returns final stats.
 //! Run once per I/O backend (io_uring, epoll).
@@ -36,6 +36,9 @@ const MOVING_CALL: usize = 1;
 const MOVE_AT: u32 = 150;
 /// Call 2, caller → callee: odd packets leave 10 ms late (RFC 3550 jitter converges to 10 ms).
 const JITTERY_CALL: usize = 2;
+/// Call 3, caller → callee: every 25th packet (k % 25 == 10) is held back and leaves after
+/// the next one — 10 reordered pairs, nothing lost.
+const REORDERED_CALL: usize = 3;
 const PORT_MIN: u16 = 41000;
 const PORT_MAX: u16 = 41799;
 
@@ -43,6 +46,9 @@ const PORT_MAX: u16 = 41799;
 #[derive(Debug, Default, Clone)]
 struct Seen {
     count: u32,
+    /// Packets that arrived after a higher sequence number.
+    inversions: u32,
+    max_seq: Option<u16>,
     dups: u32,
     seqs: Vec<bool>,
     sources: HashMap<SocketAddr, u32>,
@@ -94,6 +100,10 @@ fn receiver(sock: UdpSocket, seen: SeenMap, t0: Instant, stop: Arc<AtomicBool>) 
                     *slot = true;
                 }
                 s.count += 1;
+                match s.max_seq {
+                    Some(m) if seq < m => s.inversions += 1,
+                    _ => s.max_seq = Some(seq),
+                }
                 *s.sources.entry(from).or_default() += 1;
                 let transit = arrival - f64::from(ts);
                 if let Some(prev) = s.last_transit {
@@ -128,6 +138,7 @@ fn sender(
             thread::sleep(t - now);
         }
     };
+    let mut held = None;
     for k in 0..PACKETS {
         let tick = t0 + PTIME * k;
         wait_until(tick);
@@ -135,6 +146,17 @@ fn sender(
         for (call, dest) in dests.iter().enumerate() {
             let pkt = rtp_packet(ssrc(call, dir), k as u16, 160 * k);
             if dir == 0 && call == LOSSY_CALL && k % 10 == 5 {
+                continue;
+            }
+            if dir == 0 && call == REORDERED_CALL && k % 25 == 10 {
+                held = Some(pkt);
+                continue;
+            }
+            if dir == 0 && call == REORDERED_CALL && k % 25 == 11 {
+                sock.send_to(&pkt, dest).unwrap();
+                if let Some(h) = held.take() {
+                    sock.send_to(&h, dest).unwrap();
+                }
                 continue;
             }
             if dir == 0 && call == JITTERY_CALL && k % 2 == 1 {
@@ -468,6 +490,15 @@ fn relay_end_to_end(backend: &str, tag: u8) {
         };
         assert_eq!(s.count, expect, "call {call} caller→callee packets");
         assert_eq!(s.dups, 0, "call {call} caller→callee duplicates");
+        let inversions = if call == REORDERED_CALL {
+            PACKETS / 25
+        } else {
+            0
+        };
+        assert_eq!(
+            s.inversions, inversions,
+            "call {call}: the relay forwards in arrival order, reordering passes through"
+        );
         assert_eq!(
             s.sources.keys().copied().collect::<Vec<_>>(),
             vec![relay_b(call)],
@@ -516,6 +547,21 @@ fn relay_end_to_end(backend: &str, tag: u8) {
             MOVING_CALL => assert_eq!(lost, 2, "relay-measured loss of the moving call"),
             _ => assert_eq!(lost, 0, "call {call}: relay-measured loss"),
         }
+        let reordered = a["out_of_order"].as_u64().unwrap();
+        let expect_reordered = if call == REORDERED_CALL {
+            u64::from(PACKETS / 25)
+        } else {
+            0
+        };
+        assert_eq!(
+            reordered, expect_reordered,
+            "call {call}: relay-counted reordered packets"
+        );
+        assert_eq!(
+            a["duplicates"].as_u64().unwrap(),
+            0,
+            "call {call}: duplicates"
+        );
         if call == JITTERY_CALL {
             assert!(
                 (7.0..=13.0).contains(&jitter),
