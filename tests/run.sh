@@ -28,11 +28,13 @@ set -euo pipefail
 
 # ---------------------------------------------------------------------------------------
 # System packages (Debian names). Add new ones HERE, nowhere else.
-# Later issues add: clang libbpf-dev (XDP program), kamailio, rtpengine-daemon (anchors).
+# Later issues add: clang libbpf-dev (XDP program), kamailio (SIP anchor).
 SYSTEM_PACKAGES=(
-    sip-tester # sipp: drives SIP scenarios
-    iproute2   # ip netns / veth topologies
-    procps     # pgrep/pkill/ps for process checks
+    sip-tester       # sipp: drives SIP scenarios
+    iproute2         # ip netns / veth topologies
+    procps           # pgrep/pkill/ps for process checks
+    rtpengine-daemon # the RTP anchor: trunkbench relay runs it side by side
+    util-linux       # taskset: pins the anchor to the relay CPU
 )
 # ---------------------------------------------------------------------------------------
 
