@@ -218,14 +218,13 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
     if !json_mode {
         println!();
         println!(
-            "{:<16} {:>13} {:>12} {:>22} {:>10} {:>14} {:>10}",
+            "{:<16} {:>13} {:>12} {:>22} {:>10} {:>14}  vs rtpengine",
             "relay (1 core)",
             "streams/core",
             "pkts/s/core",
             "e2e p50/p99/p99.9 µs",
             "µs/pkt",
             "proj. streams",
-            "vs rtpengine"
         );
     }
     for (name, o) in outcomes {
@@ -244,11 +243,18 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
             Limit::Generator | Limit::MaxCalls | Limit::Stopped => "≥",
             Limit::Loss => "",
         };
+        // Measured streams ratio; and CPU per packet at equal load: the anchor's best step
+        // against this relay's step with the same calls (CPU per packet falls with load as
+        // batches grow, so comparing different loads would flatter the busier relay).
         let ratio = anchor.as_ref().map(|r| {
-            (
-                b.streams() as f64 / r.streams() as f64,
-                b.projected_streams_per_core() / r.projected_streams_per_core().max(1e-9),
-            )
+            let same = o
+                .steps
+                .iter()
+                .find(|s| s.calls == r.calls && s.passed(f64::INFINITY))
+                .map_or(f64::NAN, |s| {
+                    r.cpu_us_per_packet / s.cpu_us_per_packet.max(1e-9)
+                });
+            (b.streams() as f64 / r.streams() as f64, same)
         });
         let pps_core = b.received as f64 / (b.sent as f64 / b.offered_pps.max(1.0)).max(1e-9);
         if json_mode {
@@ -266,12 +272,12 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
                     "cpu_us_per_packet": b.cpu_us_per_packet,
                     "projected_streams_per_core": b.projected_streams_per_core().round(),
                     "ratio_streams": ratio.map(|r| r.0),
-                    "ratio_projected": ratio.map(|r| r.1),
+                    "ratio_cpu_per_packet_equal_load": ratio.map(|r| r.1),
                 })
             );
         } else {
             println!(
-                "{:<16} {:>13} {:>12.0} {:>22} {:>10.2} {:>14.0} {:>10}",
+                "{:<16} {:>13} {:>12.0} {:>22} {:>10.2} {:>14.0}  {}",
                 name,
                 format!("{bound}{}", b.streams()),
                 pps_core,
@@ -283,7 +289,12 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
                 ),
                 b.cpu_us_per_packet,
                 b.projected_streams_per_core(),
-                ratio.map_or("-".into(), |r| format!("{:.2}× ({:.2}×)", r.0, r.1)),
+                ratio.map_or("-".into(), |r| format!(
+                    "{:.2}× streams, {:.2}× less CPU/pkt at {} calls",
+                    r.0,
+                    r.1,
+                    anchor.as_ref().map_or(0, |a| a.calls)
+                )),
             );
         }
     }
@@ -292,7 +303,8 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
             "\nstreams/core: most streams at which loss stayed under the limit (≥: the relay \
              passed every step the generator could drive — a lower bound). proj. streams: one \
              fully busy core at the measured CPU per packet (relay process CPU ÷ packets \
-             relayed). vs rtpengine: measured ratio (projected ratio)."
+             relayed). vs rtpengine: ratio of measured streams, and rtpengine's CPU per packet \
+             over this relay's at the same load (rtpengine's best step)."
         );
     }
 }

@@ -5,4 +5,5 @@
 //! Registrar, routing, dialogs, billing and the REST API land here with later issues.
 
 pub mod api;
+pub mod daemon;
 pub mod media;

@@ -1,10 +1,10 @@
-//! `trunkline.toml`: what an installer scripts. This build knows the SIP listeners; later
-//! issues add media, tenants, routing and billing keys. Unknown keys are refused so that a
+//! `trunkline.toml`: what an installer scripts. This build knows the SIP listeners and the
+//! media plane; later issues add tenants, routing and billing keys. Unknown keys are refused so that a
 //! typo never silently does nothing, and every error names the file, line and column.
 
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The embedded default: one box, loopback.
 pub const DEFAULT_CONFIG: &str = r#"# Trunkline embedded default: one box, loopback only.
@@ -12,6 +12,11 @@ pub const DEFAULT_CONFIG: &str = r#"# Trunkline embedded default: one box, loopb
 transport = "udp"
 address = "127.0.0.1"
 port = 5060
+
+[media]
+address = "127.0.0.1"
+port_min = 20000
+port_max = 23999
 "#;
 
 /// The whole configuration.
@@ -20,6 +25,72 @@ port = 5060
 pub struct Config {
     /// SIP signalling.
     pub sip: SipConfig,
+    /// The media plane (dataplane and control-plane processes); on with defaults when the
+    /// section is absent.
+    #[serde(default)]
+    pub media: MediaConfig,
+}
+
+/// Which I/O backend the dataplane cores use.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackend {
+    /// io_uring where the kernel allows it, else epoll (the dataplane says why).
+    #[default]
+    Auto,
+    /// io_uring only: refuse to start without it.
+    Uring,
+    /// epoll (mio).
+    Mio,
+}
+
+impl MediaBackend {
+    /// The dataplane's `--backend` value.
+    pub fn arg(self) -> &'static str {
+        match self {
+            MediaBackend::Auto => "auto",
+            MediaBackend::Uring => "uring",
+            MediaBackend::Mio => "mio",
+        }
+    }
+}
+
+/// The media plane.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Start the media plane (false: SIP only).
+    pub enabled: bool,
+    /// Address the media ports bind to (the address put in rewritten SDP).
+    pub address: IpAddr,
+    /// First media port (each session takes four: RTP and RTCP of two legs).
+    pub port_min: u16,
+    /// Last media port.
+    pub port_max: u16,
+    /// Dataplane cores (default: every CPU but one).
+    pub cores: Option<u16>,
+    /// I/O backend.
+    pub backend: MediaBackend,
+    /// Where the planes' Unix sockets live (default /run/trunkline; when that cannot be
+    /// created, $XDG_RUNTIME_DIR/trunkline or the temp dir).
+    pub runtime_dir: Option<PathBuf>,
+    /// Name of the shared-memory region between the planes (/dev/shm/NAME).
+    pub region: String,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            enabled: true,
+            address: IpAddr::from([127, 0, 0, 1]),
+            port_min: 20_000,
+            port_max: 23_999,
+            cores: None,
+            backend: MediaBackend::Auto,
+            runtime_dir: None,
+            region: "trunkline".into(),
+        }
+    }
 }
 
 /// SIP signalling settings.
@@ -79,6 +150,29 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
             ));
         }
     }
+    let m = &cfg.media;
+    if m.port_min >= m.port_max || m.port_max - m.port_min < 3 {
+        return Err(format!(
+            "{origin}: media: port_min {} .. port_max {} holds no session (a session takes four ports)",
+            m.port_min, m.port_max
+        ));
+    }
+    if m.cores == Some(0) {
+        return Err(format!("{origin}: media: cores must be at least 1"));
+    }
+    if m.region.is_empty()
+        || m.region.len() > 200
+        || !m
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || m.region.starts_with('.')
+    {
+        return Err(format!(
+            "{origin}: media: region {:?} must be 1-200 of [A-Za-z0-9._-], not starting with '.'",
+            m.region
+        ));
+    }
     Ok(cfg)
 }
 
@@ -99,6 +193,39 @@ mod tests {
             c.sip.listeners[0].socket_addr(),
             "127.0.0.1:5060".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn media_defaults_and_checks() {
+        let c = parse(
+            "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.media, MediaConfig::default());
+        let d = parse(DEFAULT_CONFIG, "default").unwrap();
+        assert!(d.media.enabled);
+        assert_eq!((d.media.port_min, d.media.port_max), (20_000, 23_999));
+        let base = "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n[media]\n";
+        let c = parse(
+            &format!("{base}port_min = 30000\nport_max = 30999\ncores = 2\nbackend = \"mio\"\nregion = \"t1\"\nruntime_dir = \"/tmp/x\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.media.backend, MediaBackend::Mio);
+        assert_eq!(c.media.cores, Some(2));
+        let e = parse(
+            &format!("{base}port_min = 30000\nport_max = 20000\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("holds no session"), "{e}");
+        let e = parse(&format!("{base}backend = \"dpdk\"\n"), "t.toml").unwrap_err();
+        assert!(e.contains("line 6"), "{e}");
+        let e = parse(&format!("{base}region = \"../etc\"\n"), "t.toml").unwrap_err();
+        assert!(e.contains("region"), "{e}");
+        let e = parse(&format!("{base}port = 1\n"), "t.toml").unwrap_err();
+        assert!(e.contains("line 6") && e.contains("port"), "{e}");
     }
 
     #[test]

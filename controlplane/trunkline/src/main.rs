@@ -3,10 +3,16 @@
 //! `trunkline up [--config FILE]` starts the appliance in the foreground on the embedded
 //! default configuration (loopback) or on FILE, and stops cleanly on Ctrl-C / SIGTERM.
 //!
-//! This build runs the SIP endpoint that the foundation supports (see [`responder`]); the
-//! dataplane, registrar and proxy processes join it as their issues land.
+//! This build runs the SIP endpoint that the foundation supports (see [`responder`]) and the
+//! media plane — dataplane and control-plane processes ([`planes`]) with the media-session
+//! API; the registrar and proxy join as their issues land.
+//!
+//! `trunkline dataplane ARGS` and `trunkline controlplane ARGS` run one plane in the
+//! foreground (what `up` starts; the same as the `trunkline-dataplane` and
+//! `trunkline-controlplane` binaries).
 
 mod config;
+mod planes;
 mod responder;
 
 use std::net::UdpSocket;
@@ -15,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-const USAGE: &str = "usage: trunkline up [--config FILE]\n       trunkline check-config FILE\n       trunkline --version";
+const USAGE: &str = "usage: trunkline up [--config FILE]\n       trunkline check-config FILE\n       trunkline dataplane --help | controlplane --help\n       trunkline --version";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +57,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some("dataplane") => engine::daemon::main_from(
+            std::iter::once("trunkline dataplane".to_string()).chain(args[1..].iter().cloned()),
+        ),
+        Some("controlplane") => controlplane::daemon::main_from(
+            std::iter::once("trunkline controlplane".to_string()).chain(args[1..].iter().cloned()),
+        ),
         Some("--version" | "-V") => {
             println!("trunkline {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -81,18 +93,42 @@ fn up(cfg: &config::Config) -> ExitCode {
             }
         }
     }
+    let mut media = if cfg.media.enabled {
+        match planes::MediaPlanes::start(&cfg.media) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("trunkline: media plane: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let counters = Arc::new(responder::Counters::default());
-    println!("trunkline {} (foundation build)", env!("CARGO_PKG_VERSION"));
+    println!("trunkline {}", env!("CARGO_PKG_VERSION"));
     for s in &sockets {
         match s.local_addr() {
             Ok(a) => println!("SIP listening on udp:{a}"),
             Err(e) => eprintln!("trunkline: local_addr: {e}"),
         }
     }
+    match &media {
+        Some(m) => {
+            for l in &m.ready_lines {
+                println!("{l}");
+            }
+            println!(
+                "media API on unix:{} (JSON lines: create/update/delete/stats/list/cores/events)",
+                m.api.display()
+            );
+        }
+        None => println!("media plane off (media.enabled = false)"),
+    }
     println!(
         "This build answers SIP OPTIONS (200), malformed requests (400/505 naming the defect), \
          unsupported URI schemes (416) and extensions (420); other requests get 501 until the \
-         registrar, proxy and media relay land. Try: sipp -sn uac ... or send an OPTIONS.\nready"
+         registrar and proxy land. Media sessions are created through the media API. Try: \
+         sipp -sn uac ... or send an OPTIONS.\nready"
     );
     let mut threads = Vec::new();
     for s in sockets {
@@ -103,6 +139,22 @@ fn up(cfg: &config::Config) -> ExitCode {
         }));
     }
     let mut code = ExitCode::SUCCESS;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(m) = media.as_mut() {
+            if let Err(e) = m.supervise() {
+                eprintln!("trunkline: {e}; stopping");
+                stop.store(true, Ordering::Relaxed);
+                code = ExitCode::FAILURE;
+            }
+        }
+        if threads.iter().any(std::thread::JoinHandle::is_finished) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
     for t in threads {
         match t.join() {
             Ok(Ok(())) => {}
@@ -114,6 +166,13 @@ fn up(cfg: &config::Config) -> ExitCode {
             Err(_) => code = ExitCode::FAILURE,
         }
     }
-    println!("stopped: {}", counters.summary());
+    let restarts = media.as_ref().map_or(0, |m| m.restarts);
+    if let Some(m) = media.take() {
+        m.stop();
+    }
+    println!(
+        "stopped: {} control_plane_restarts={restarts}",
+        counters.summary()
+    );
     code
 }

@@ -2,9 +2,10 @@
 //! messages over real UDP sockets on loopback.
 #![allow(clippy::unwrap_used)] // reason: test helpers panic with context, like the tests.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,17 +16,32 @@ fn repo() -> PathBuf {
 struct Appliance {
     child: Child,
     port: u16,
+    api: Option<PathBuf>,
     stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Appliance {
-    fn start() -> Appliance {
-        let dir = std::env::temp_dir().join(format!("trunkline-e2e-{}", std::process::id()));
+    /// `trunkline up` with a SIP listener on a free port and the media plane on `media`
+    /// (port range; `None`: media off). Each test names its own region, runtime directory
+    /// and ports, so tests run side by side; the ports lie below the ephemeral range.
+    fn start(name: &str, media: Option<(u16, u16)>) -> Appliance {
+        let dir = std::env::temp_dir().join(format!("trunkline-e2e-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("trunkline.toml");
+        let media = match media {
+            Some((lo, hi)) => format!(
+                "[media]\naddress = \"127.0.0.1\"\nport_min = {lo}\nport_max = {hi}\ncores = 1\n\
+                 region = \"trunkline-e2e-{}-{name}\"\nruntime_dir = \"{}\"\n",
+                std::process::id(),
+                dir.display()
+            ),
+            None => "[media]\nenabled = false\n".to_string(),
+        };
         std::fs::write(
             &cfg,
-            "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 0\n",
+            format!(
+                "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 0\n{media}"
+            ),
         )
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_trunkline"))
@@ -37,6 +53,7 @@ impl Appliance {
             .expect("spawn trunkline");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut port = None;
+        let mut api = None;
         let mut line = String::new();
         loop {
             line.clear();
@@ -47,6 +64,9 @@ impl Appliance {
             if let Some(a) = line.trim().strip_prefix("SIP listening on udp:") {
                 port = Some(a.rsplit(':').next().unwrap().parse().unwrap());
             }
+            if let Some(rest) = line.trim().strip_prefix("media API on unix:") {
+                api = Some(PathBuf::from(rest.split_whitespace().next().unwrap()));
+            }
             if line.trim() == "ready" {
                 break;
             }
@@ -54,6 +74,7 @@ impl Appliance {
         Appliance {
             child,
             port: port.expect("listening line"),
+            api,
             stdout,
         }
     }
@@ -127,7 +148,7 @@ fn sipp(scenario: &str, port: u16, calls: u32) {
 
 #[test]
 fn sipp_options_and_rejected_invites_against_trunkline_up() {
-    let app = Appliance::start();
+    let app = Appliance::start("sipp", None);
     sipp("options_uac.xml", app.port, 300);
     sipp("invite_rejected_uac.xml", app.port, 100);
     let summary = app.stop();
@@ -146,7 +167,7 @@ fn sipp_options_and_rejected_invites_against_trunkline_up() {
 
 #[test]
 fn torture_messages_get_the_rfc_answers_over_udp() {
-    let app = Appliance::start();
+    let app = Appliance::start("torture", None);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
@@ -209,4 +230,136 @@ fn torture_messages_get_the_rfc_answers_over_udp() {
     }
     let summary = app.stop();
     assert!(summary.contains("malformed_answered=20"), "{summary}");
+}
+
+/// One JSON request on the media API socket, one answer.
+fn api_call(path: &Path, req: &str) -> serde_json::Value {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    writeln!(s, "{req}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], true, "{req} → {line}");
+    v
+}
+
+fn rtp(ssrc: u32, seq: u16) -> [u8; 172] {
+    let mut p = [0u8; 172];
+    p[0] = 0x80;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+/// Sends 20 packets each way through the session and counts what arrives.
+fn relay_both_ways(
+    caller: &UdpSocket,
+    callee: &UdpSocket,
+    ports: [u16; 2],
+    seq0: u16,
+) -> [usize; 2] {
+    let mut buf = [0u8; 2048];
+    let mut got = [0usize; 2];
+    for k in 0..20u16 {
+        caller
+            .send_to(&rtp(1, seq0 + k), ("127.0.0.1", ports[0]))
+            .unwrap();
+        callee
+            .send_to(&rtp(2, seq0 + k), ("127.0.0.1", ports[1]))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (i, s) in [callee, caller].into_iter().enumerate() {
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            assert_eq!(n, 172);
+            assert_eq!(
+                from.port(),
+                ports[1 - i],
+                "the relay's own port is the source"
+            );
+            got[i] += 1;
+        }
+    }
+    got
+}
+
+#[test]
+fn up_runs_the_media_plane_and_restarts_a_dead_control_plane() {
+    let mut app = Appliance::start("media", Some((31_000, 31_099)));
+    let api = app.api.clone().expect("media API line");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&caller, &callee] {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let v = api_call(
+        &api,
+        &format!(
+            r#"{{"op":"create","a":{{"remote":"{}"}},"b":{{"remote":"{}"}}}}"#,
+            caller.local_addr().unwrap(),
+            callee.local_addr().unwrap()
+        ),
+    );
+    let id = v["session"]["id"].as_u64().unwrap();
+    let ports: Vec<u16> = v["session"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u16)
+        .collect();
+    assert!(
+        ports.iter().all(|p| (31_000..=31_099).contains(p)),
+        "{ports:?}"
+    );
+    let ports = [ports[0], ports[1]];
+    assert_eq!(relay_both_ways(&caller, &callee, ports, 0), [20, 20]);
+
+    // Kill the control plane: `up` restarts it, media never stopped, the session is listed.
+    let out = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!(
+                "trunkline controlplane --region trunkline-e2e-{}-media",
+                std::process::id()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(out.stdout).unwrap();
+    let pid = pid
+        .split_whitespace()
+        .next()
+        .expect("control plane pid")
+        .to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        relay_both_ways(&caller, &callee, ports, 100),
+        [20, 20],
+        "media while the control plane is down"
+    );
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(app.stdout.read_line(&mut line).unwrap() > 0, "up exited");
+        if line.contains("trunkline-controlplane ready") {
+            break;
+        }
+    }
+    assert!(line.contains("1 live session(s) recovered"), "{line}");
+    let listed = api_call(&api, r#"{"op":"list"}"#);
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    let st = api_call(&api, &format!(r#"{{"op":"delete","id":{id}}}"#));
+    assert_eq!(st["stats"]["a"]["packets"], 40, "{st}");
+    assert_eq!(st["stats"]["b"]["packets"], 40, "{st}");
+
+    let summary = app.stop();
+    assert!(summary.contains("control_plane_restarts=1"), "{summary}");
+    assert!(!api.exists(), "the control plane removed its socket");
 }

@@ -12,6 +12,7 @@
 //! refused with `UnknownListener`), AF_XDP/XDP, mixing, SRTP.
 
 pub mod core;
+pub mod daemon;
 pub mod layout;
 pub mod table;
 
