@@ -20,8 +20,7 @@ use crate::config::MediaConfig;
 
 /// How long a plane may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a plane may take to stop after SIGTERM (io_uring teardown of a wide port range
-/// takes seconds).
+/// How long a plane may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One child process of the media plane.

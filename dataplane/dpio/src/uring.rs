@@ -31,6 +31,7 @@ const BGID: u16 = 0;
 /// user_data: high 32 bits say what completed, low 32 bits which socket or send slot.
 const UD_RECV: u64 = 1 << 32;
 const UD_SEND: u64 = 2 << 32;
+const UD_CANCEL: u64 = 3 << 32;
 const UD_KIND: u64 = 0xffff_ffff << 32;
 
 /// One send in flight: the msghdr points at its own iovec and address, so slots live in a
@@ -583,6 +584,43 @@ impl Drop for UringBackend {
         // Cancel every request and wait for the cancellations, so the kernel stops writing
         // into our buffers before the slabs are freed. Sends in flight on UDP finish at once.
         let _ = self.ring.submit();
+        // Each armed receive first, by its user_data: the kernel finds that in one hash
+        // bucket, where a cancel-any scans every request per cancellation (seconds for the
+        // thousands of sockets of a media port range).
+        let mut pending = 0usize;
+        for s in 0..self.sockets.len() {
+            if !self.sockets[s].armed {
+                continue;
+            }
+            pending += 1;
+            let sqe = opcode::AsyncCancel::new(UD_RECV | s as u64)
+                .build()
+                .user_data(UD_CANCEL | s as u64);
+            // SAFETY: a cancel SQE references no memory of ours.
+            while unsafe { self.ring.submission().push(&sqe).is_err() } {
+                if self.ring.submit().is_err() {
+                    break;
+                }
+            }
+        }
+        // The cancelled receives complete through task work, which (DEFER_TASKRUN) runs only
+        // while we wait for completions: wait for each one's final CQE, for at most a second.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while pending > 0 && std::time::Instant::now() < deadline {
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+                if e.raw_os_error() != Some(libc::ETIME) && e.raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
+            for cqe in self.ring.completion() {
+                if cqe.user_data() & UD_KIND == UD_RECV && !cqueue::more(cqe.flags()) {
+                    pending = pending.saturating_sub(1);
+                }
+            }
+        }
+        // Then whatever is left (nothing, normally), waiting for all of it.
         let _ = self
             .ring
             .submitter()
