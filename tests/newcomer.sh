@@ -35,7 +35,7 @@
 #                          and cargo build in the clone, for before the code exists)
 #                                                                (bootstrap rust clone test up)
 #   NEWCOMER_REBUILD=1     throw the root away and bootstrap again
-#   NEWCOMER_READY_REGEX   extended regex for the run command's ready line        (ready)
+#   NEWCOMER_READY_REGEX   extended regex for the run command's ready line        (^ready$)
 #   NEWCOMER_UP_TIMEOUT    seconds to wait for the ready line, build included     (2400)
 #   NEWCOMER_MIRROR        override the Debian mirror URL
 set -euo pipefail
@@ -45,7 +45,7 @@ REPO_ROOT="$(cd "$HERE/.." && pwd)"
 REPO="${1:-$REPO_ROOT}"
 ROOT="${NEWCOMER_ROOT:-/var/tmp/trunkline-newcomer}"
 STEPS="${NEWCOMER_STEPS:-bootstrap rust clone test up}"
-READY_REGEX="${NEWCOMER_READY_REGEX:-ready}"
+READY_REGEX="${NEWCOMER_READY_REGEX:-^ready$}"
 UP_TIMEOUT="${NEWCOMER_UP_TIMEOUT:-2400}"
 MARKER="$ROOT/.trunkline-newcomer-ready"
 SUITE=bookworm
