@@ -71,6 +71,9 @@ pub struct MediaConfig {
     pub cores: Option<u16>,
     /// I/O backend.
     pub backend: MediaBackend,
+    /// io_uring: a kernel submission-polling thread per core that sleeps after this many
+    /// idle milliseconds (off by default: it costs a CPU per core while busy).
+    pub sqpoll_idle_ms: Option<u32>,
     /// Where the planes' Unix sockets live (default /run/trunkline; when that cannot be
     /// created, $XDG_RUNTIME_DIR/trunkline or the temp dir).
     pub runtime_dir: Option<PathBuf>,
@@ -87,6 +90,7 @@ impl Default for MediaConfig {
             port_max: 23_999,
             cores: None,
             backend: MediaBackend::Auto,
+            sqpoll_idle_ms: None,
             runtime_dir: None,
             region: "trunkline".into(),
         }

@@ -177,6 +177,10 @@ impl MediaPlanes {
             "--backend".into(),
             cfg.backend.arg().into(),
         ];
+        if let Some(ms) = cfg.sqpoll_idle_ms {
+            dp_args.push("--sqpoll-idle-ms".into());
+            dp_args.push(ms.to_string());
+        }
         if let Some(c) = cfg.cores {
             dp_args.push("--cores".into());
             dp_args.push(c.to_string());

@@ -62,6 +62,11 @@ struct Args {
     /// Records per shared-memory ring (power of two).
     #[arg(long, default_value_t = 4096)]
     ring_capacity: u32,
+    /// io_uring: submit through a kernel polling thread per core (IORING_SETUP_SQPOLL) that
+    /// sleeps after this many idle milliseconds. Costs a CPU per core while busy; saves the
+    /// io_uring_enter per loop turn.
+    #[arg(long)]
+    sqpoll_idle_ms: Option<u32>,
 }
 
 /// Runs the dataplane process with command-line arguments `args` (the first is the program
@@ -141,6 +146,7 @@ fn run(args: &Args) -> Result<(), String> {
             layout,
             io: dpio::Config {
                 force,
+                sqpoll_idle_ms: args.sqpoll_idle_ms,
                 ..dpio::Config::default()
             },
         };
