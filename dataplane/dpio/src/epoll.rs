@@ -356,6 +356,15 @@ impl Backend for MioBackend {
         BackendKind::Mio
     }
 
+    fn add_wake_fd(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        // A token no socket has: `poll` skips its events, the wait simply ends.
+        self.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            Token(usize::MAX),
+            Interest::READABLE,
+        )
+    }
+
     fn add_udp(&mut self, bind: SocketAddr) -> io::Result<SocketId> {
         if self.sockets.len() as u32 >= self.max_sockets {
             return Err(io::Error::new(

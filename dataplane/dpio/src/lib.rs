@@ -313,6 +313,9 @@ pub trait Backend {
     fn add_udp(&mut self, bind: SocketAddr) -> io::Result<SocketId>;
     /// The address a socket is bound to (to learn ports bound as `:0`).
     fn local_addr(&self, socket: SocketId) -> io::Result<SocketAddr>;
+    /// Watches `fd` (an eventfd; start-up only): when it becomes readable, a waiting
+    /// [`Backend::poll`] returns. The caller drains it; the fd must outlive the backend.
+    fn add_wake_fd(&mut self, fd: std::os::fd::RawFd) -> io::Result<()>;
     /// Submits queued sends, waits for at least one event or `timeout` (`None` waits for
     /// ever, `Some(ZERO)` does not wait, and no wait happens while received packets are
     /// still queued), then harvests completions into the receive queue.
@@ -405,6 +408,9 @@ impl Backend for AnyBackend {
     }
     fn local_addr(&self, socket: SocketId) -> io::Result<SocketAddr> {
         dispatch!(self, b => b.local_addr(socket))
+    }
+    fn add_wake_fd(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        dispatch!(self, b => b.add_wake_fd(fd))
     }
     #[inline]
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {

@@ -32,6 +32,7 @@ const BGID: u16 = 0;
 const UD_RECV: u64 = 1 << 32;
 const UD_SEND: u64 = 2 << 32;
 const UD_CANCEL: u64 = 3 << 32;
+const UD_WAKE: u64 = 4 << 32;
 const UD_KIND: u64 = 0xffff_ffff << 32;
 
 /// One send in flight: the msghdr points at its own iovec and address, so slots live in a
@@ -81,6 +82,8 @@ pub struct UringBackend {
     sqpoll: bool,
     socket_buffer_bytes: u32,
     stats: IoStats,
+    /// The wake eventfd and whether its multishot poll is armed.
+    wake: Option<(std::os::fd::RawFd, bool)>,
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -206,6 +209,7 @@ impl UringBackend {
             sqpoll: config.sqpoll_idle_ms.is_some(),
             socket_buffer_bytes: config.socket_buffer_bytes,
             stats: IoStats::default(),
+            wake: None,
         };
         for b in 0..buffers {
             me.recycle(b);
@@ -240,6 +244,24 @@ impl UringBackend {
             (*tail).store(self.buf_ring_tail, std::sync::atomic::Ordering::Release);
         }
         self.free += 1;
+    }
+
+    /// Arms the multishot poll on the wake fd; false when the submission queue is full.
+    fn arm_wake(&mut self) -> bool {
+        let Some((fd, false)) = self.wake else {
+            return true;
+        };
+        let sqe = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(UD_WAKE);
+        // SAFETY: a poll SQE references no memory of ours; the fd outlives the ring (the
+        // caller's contract in `add_wake_fd`).
+        let ok = unsafe { self.ring.submission().push(&sqe).is_ok() };
+        if ok {
+            self.wake = Some((fd, true));
+        }
+        ok
     }
 
     fn arm(&mut self, s: u32) -> bool {
@@ -377,6 +399,21 @@ impl Backend for UringBackend {
         BackendKind::Uring
     }
 
+    fn add_wake_fd(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        if self.wake.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "dpio: one wake fd per backend",
+            ));
+        }
+        self.wake = Some((fd, false));
+        if !self.arm_wake() {
+            self.ring.submit()?;
+            self.arm_wake();
+        }
+        Ok(())
+    }
+
     fn add_udp(&mut self, bind: SocketAddr) -> io::Result<SocketId> {
         if self.sockets.len() as u32 >= self.max_sockets {
             return Err(io::Error::new(
@@ -408,6 +445,7 @@ impl Backend for UringBackend {
 
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.stats.polls += 1;
+        self.arm_wake();
         // Re-arm receives the kernel ended (ENOBUFS, errors) once there is a buffer to fill.
         if self.free > 0 {
             let mut i = 0;
@@ -459,6 +497,13 @@ impl Backend for UringBackend {
             match ud & UD_KIND {
                 UD_RECV => self.complete_recv(idx, cqe.result(), cqe.flags()),
                 UD_SEND => self.complete_send(idx, cqe.result()),
+                UD_WAKE => {
+                    if !cqueue::more(cqe.flags()) {
+                        if let Some((fd, _)) = self.wake {
+                            self.wake = Some((fd, false)); // re-armed at the next poll
+                        }
+                    }
+                }
                 _ => {} // cancellations at drop
             }
         }

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use shmq::{Command, DataEnd, DecodeError, Event, Meta, POLL_BATCH};
 use crate::layout::{PortLayout, PORTS_PER_SESSION};
 use crate::table::{InsertError, Session, SessionTable};
 
-/// How long a core with nothing to do sleeps in its backend before looking at its command
-/// ring and timers again.
+/// How long a busy core waits in its backend before looking at its command ring again (an
+/// idle core sleeps until a packet, a command or the next timer scan).
 pub const IDLE_POLL: Duration = Duration::from_millis(2);
 /// How often inactivity timeouts are checked.
 pub const TIMER_SCAN: Duration = Duration::from_millis(100);
@@ -73,6 +74,9 @@ pub struct CoreLoop {
     latency: Histogram<u64>,
     commands: Vec<(Meta, Result<Command, DecodeError>)>,
     uring_unavailable: Option<String>,
+    /// The last turn had nothing to do: the next one may sleep until a packet, a command or
+    /// the next timer scan.
+    idle: bool,
 }
 
 impl CoreLoop {
@@ -100,9 +104,13 @@ impl CoreLoop {
                 })?;
             sockets.push(id);
         }
+        // Commands wake an idle core through the ring's eventfd (the DataEnd, which owns the
+        // fd, lives as long as the backend: both are fields of the CoreLoop).
+        io.add_wake_fd(end.command_wake_fd().as_raw_fd())?;
         let mut commands = Vec::with_capacity(POLL_BATCH);
         commands.clear();
         Ok(CoreLoop {
+            idle: false,
             core: setup.core,
             io,
             end,
@@ -131,23 +139,47 @@ impl CoreLoop {
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut next_scan = Instant::now() + TIMER_SCAN;
         while !stop.load(Ordering::Relaxed) {
-            self.turn(IDLE_POLL, &mut next_scan)?;
+            let wait = if self.idle {
+                next_scan.saturating_duration_since(Instant::now())
+            } else {
+                IDLE_POLL
+            };
+            self.turn(wait, &mut next_scan)?;
         }
         Ok(())
     }
 
-    /// One loop turn: commands, then the backend (waiting at most `wait`), then every
-    /// received datagram, then timers when `next_scan` has passed. [`CoreLoop::run`] is this
-    /// in a loop; tests drive it turn by turn.
+    /// One loop turn: commands, then the backend (waiting at most `wait`; after a turn with
+    /// nothing to do a command also ends the wait — the command ring's eventfd wakes it),
+    /// then every received datagram, then timers when `next_scan` has passed.
+    /// [`CoreLoop::run`] is this in a loop, waiting [`IDLE_POLL`] while busy and until the
+    /// next timer scan when idle; tests drive it turn by turn.
     pub fn turn(&mut self, wait: Duration, next_scan: &mut Instant) -> io::Result<()> {
         self.counters.loop_turns += 1;
-        self.poll_commands();
-        self.io.poll(Some(wait))?;
+        let commands = self.poll_commands();
+        let mut sleeping = false;
+        let mut timeout = wait;
+        if self.idle && commands == 0 && !wait.is_zero() {
+            // Announce the sleep first: a command pushed after this writes the eventfd.
+            if self.end.prepare_sleep() {
+                sleeping = true;
+            } else {
+                timeout = Duration::ZERO;
+            }
+        }
+        let polled = self.io.poll(Some(timeout));
+        if sleeping {
+            self.end.finish_sleep()?;
+        }
+        polled?;
         let now = Instant::now();
         let mut forwarded = 0u64;
+        let mut received = 0u32;
         while let Some(rx) = self.io.next_rx() {
+            received += 1;
             forwarded += u64::from(self.on_packet(now, rx));
         }
+        self.idle = received == 0 && commands == 0;
         if forwarded > 0 {
             // Receive (harvest) → send queued; the sends are submitted at the start of
             // the next poll, with nothing in between.
@@ -297,7 +329,8 @@ impl CoreLoop {
         }
     }
 
-    fn poll_commands(&mut self) {
+    /// Runs the commands waiting on the ring (at most [`POLL_BATCH`]); returns how many.
+    fn poll_commands(&mut self) -> usize {
         let mut batch = std::mem::take(&mut self.commands);
         batch.clear();
         self.end
@@ -308,7 +341,9 @@ impl CoreLoop {
                 self.on_command(meta, c);
             }
         }
+        let n = batch.len();
         self.commands = batch;
+        n
     }
 
     fn emit(&mut self, seq: u64, e: &Event) {
