@@ -497,11 +497,10 @@ impl Backend for UringBackend {
             match ud & UD_KIND {
                 UD_RECV => self.complete_recv(idx, cqe.result(), cqe.flags()),
                 UD_SEND => self.complete_send(idx, cqe.result()),
-                UD_WAKE => {
-                    if !cqueue::more(cqe.flags()) {
-                        if let Some((fd, _)) = self.wake {
-                            self.wake = Some((fd, false)); // re-armed at the next poll
-                        }
+                // The wake poll ended: re-armed at the next poll.
+                UD_WAKE if !cqueue::more(cqe.flags()) => {
+                    if let Some((fd, _)) = self.wake {
+                        self.wake = Some((fd, false));
                     }
                 }
                 _ => {} // cancellations at drop
