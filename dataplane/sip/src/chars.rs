@@ -38,6 +38,63 @@ static URIC: [bool; 256] = table(b";/?:@&=+$,-_.!~*'()#[]");
 /// hostname characters (underscore tolerated: it is common in real deployments)
 static HOSTCHAR: [bool; 256] = table(b"-._");
 
+/// Host scanning classes, one byte per input byte: [`HOST_CHAR`], [`HOST_DIGIT_OR_DOT`],
+/// [`HOST_DOT`].
+static HOST_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        if HOSTCHAR[c] {
+            t[c] |= HOST_CHAR;
+        }
+        if (c as u8).is_ascii_digit() || c == b'.' as usize {
+            t[c] |= HOST_DIGIT_OR_DOT;
+        }
+        if c == b'.' as usize {
+            t[c] |= HOST_DOT;
+        }
+        c += 1;
+    }
+    t
+};
+const HOST_CHAR: u8 = 1;
+const HOST_DIGIT_OR_DOT: u8 = 2;
+const HOST_DOT: u8 = 4;
+
+/// What one pass over a run of hostname characters learnt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostScan {
+    /// End (exclusive) of the run.
+    pub end: usize,
+    /// Every byte is a digit or a dot: the host must be an IPv4 address.
+    pub digits_and_dots: bool,
+    /// Two dots touch somewhere (never a valid hostname).
+    pub double_dot: bool,
+}
+
+/// Scans the hostname characters of `s` from `i`, in one branch-light pass.
+#[inline]
+pub(crate) fn scan_host(s: &[u8], mut i: usize) -> HostScan {
+    let mut all = HOST_DIGIT_OR_DOT;
+    let mut prev = 0;
+    let mut pairs = 0;
+    while i < s.len() {
+        let c = HOST_CLASS[s[i] as usize];
+        if c & HOST_CHAR == 0 {
+            break;
+        }
+        all &= c;
+        pairs |= c & prev;
+        prev = c;
+        i += 1;
+    }
+    HostScan {
+        end: i,
+        digits_and_dots: all & HOST_DIGIT_OR_DOT != 0,
+        double_dot: pairs & HOST_DOT != 0,
+    }
+}
+
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
     TOKEN[b as usize]
@@ -65,10 +122,6 @@ pub(crate) fn is_hchar(b: u8) -> bool {
 #[inline]
 pub(crate) fn is_uric(b: u8) -> bool {
     URIC[b as usize]
-}
-#[inline]
-pub(crate) fn is_hostchar(b: u8) -> bool {
-    HOSTCHAR[b as usize]
 }
 
 /// Linear white space inside an already-unfolded value: SP, HT, and the CR/LF of a fold.

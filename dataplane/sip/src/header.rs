@@ -47,16 +47,132 @@ macro_rules! header_names {
 
             /// Looks a name up case-insensitively, compact forms included.
             pub fn from_bytes(name: &[u8]) -> HeaderName {
-                if name.len() == 1 {
-                    return Self::from_compact(name[0]);
+                match name.len() {
+                    0 => return HeaderName::Other,
+                    1 => return Self::from_compact(name[0]),
+                    _ => {}
                 }
-                $( if name.len() == $canon.len() && name.eq_ignore_ascii_case($canon.as_bytes()) {
-                    return HeaderName::$variant;
-                } )*
-                HeaderName::Other
+                // One probe of a table keyed on length, first and last byte, then one
+                // case-insensitive compare, instead of comparing against every name.
+                if name.len() > NAME_KEY_BYTES {
+                    return HeaderName::Other;
+                }
+                let mut slot = name_slot(name);
+                loop {
+                    let entry = NAME_TABLE[slot];
+                    if entry == 0 {
+                        return HeaderName::Other;
+                    }
+                    let key = &NAME_KEYS[usize::from(entry - 1)];
+                    if usize::from(key.len) == name.len() && key.matches(name) {
+                        return KNOWN_NAMES[usize::from(entry - 1)].0;
+                    }
+                    slot = (slot + 1) % NAME_TABLE.len();
+                }
             }
         }
+
+        /// Every named header with its canonical spelling, in declaration order.
+        const KNOWN_NAMES: &[(HeaderName, &[u8])] = &[ $( (HeaderName::$variant, $canon.as_bytes()), )* ];
     };
+}
+
+/// Longest known name, rounded up to whole 8-byte words.
+const NAME_KEY_BYTES: usize = 24;
+
+/// A known name prepared for a case-insensitive compare eight bytes at a time: `lower` is
+/// the name in lower case and `mask` has 0x20 on its letters, so a candidate byte `b`
+/// matches exactly when `b | mask == lower` (only a letter's two cases pass; every other
+/// byte must be equal).
+struct NameKey {
+    lower: [u8; NAME_KEY_BYTES],
+    mask: [u8; NAME_KEY_BYTES],
+    len: u8,
+}
+
+impl NameKey {
+    /// `name` (of length `self.len`) equals this name, ignoring ASCII case.
+    #[inline]
+    fn matches(&self, name: &[u8]) -> bool {
+        let mut diff = 0u64;
+        let mut i = 0;
+        while let Some(chunk) = name[i..].first_chunk::<8>() {
+            diff |= word(chunk, &self.mask, i) ^ word(&self.lower[i..], &[0; 8], 0);
+            i += 8;
+        }
+        if i < name.len() {
+            // The last 1..=7 bytes, padded with zeros like `lower` and `mask` are.
+            let mut tail = [0u8; 8];
+            tail[..name.len() - i].copy_from_slice(&name[i..]);
+            diff |= word(&tail, &self.mask, i) ^ word(&self.lower[i..], &[0; 8], 0);
+        }
+        diff == 0
+    }
+}
+
+/// Eight bytes of `bytes` as a word, or-ed with the eight bytes of `mask` at `at`.
+#[inline]
+fn word(bytes: &[u8], mask: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[..8]);
+    let mut m = [0u8; 8];
+    m.copy_from_slice(&mask[at..at + 8]);
+    u64::from_le_bytes(w) | u64::from_le_bytes(m)
+}
+
+const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
+    let mut keys = [const {
+        NameKey {
+            lower: [0; NAME_KEY_BYTES],
+            mask: [0; NAME_KEY_BYTES],
+            len: 0,
+        }
+    }; KNOWN_NAMES.len()];
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let name = KNOWN_NAMES[i].1;
+        assert!(name.len() <= NAME_KEY_BYTES);
+        let mut j = 0;
+        while j < name.len() {
+            let b = name[j];
+            keys[i].lower[j] = b.to_ascii_lowercase();
+            keys[i].mask[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
+            j += 1;
+        }
+        keys[i].len = name.len() as u8;
+        i += 1;
+    }
+    keys
+}
+
+static NAME_KEYS: [NameKey; KNOWN_NAMES.len()] = build_name_keys();
+
+/// Open-addressing table over [`KNOWN_NAMES`]: slot holds index + 1, 0 is empty. Four
+/// times the names, so probes are short; built at compile time.
+static NAME_TABLE: [u8; 256] = build_name_table();
+
+/// The table slot a name hashes to. Case-insensitive for letters (`| 0x20`); other bytes
+/// must match exactly anyway, so folding them too only costs a rare extra probe.
+#[inline]
+const fn name_slot(name: &[u8]) -> usize {
+    let first = (name[0] | 0x20) as usize;
+    let last = (name[name.len() - 1] | 0x20) as usize;
+    (name.len() * 31 + first * 7 + last * 3) % 256
+}
+
+const fn build_name_table() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    assert!(KNOWN_NAMES.len() < 255 && KNOWN_NAMES.len() * 2 < table.len());
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let mut slot = name_slot(KNOWN_NAMES[i].1);
+        while table[slot] != 0 {
+            slot = (slot + 1) % 256;
+        }
+        table[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    table
 }
 
 header_names! {
@@ -220,11 +336,21 @@ impl<'a> Iterator for ListIter<'a> {
         let s = self.rest?;
         let mut i = 0;
         let mut in_angle = false;
-        while i < s.len() {
+        // Jump between the bytes that matter: outside `<>` a `,` ends the element, a `"`
+        // opens a quoted string and `<` an address (a stray `>` changes nothing); inside,
+        // only `"` and the closing `>` do.
+        loop {
+            let found = if in_angle {
+                memchr::memchr2(b'"', b'>', &s[i..])
+            } else {
+                memchr::memchr3(b',', b'"', b'<', &s[i..])
+            };
+            let Some(off) = found else { break };
+            i += off;
             match s[i] {
                 b'"' => match scan_quoted(s, i) {
                     Some(e) => i = e,
-                    None => i = s.len(),
+                    None => break,
                 },
                 b'<' => {
                     in_angle = true;
@@ -234,11 +360,10 @@ impl<'a> Iterator for ListIter<'a> {
                     in_angle = false;
                     i += 1;
                 }
-                b',' if !in_angle => {
+                _ => {
                     self.rest = Some(&s[i + 1..]);
                     return Some(trim(&s[..i]));
                 }
-                _ => i += 1,
             }
         }
         self.rest = None;
@@ -249,6 +374,16 @@ impl<'a> Iterator for ListIter<'a> {
 /// Validates header parameters `*( SEMI generic-param )` allowing LWS around `;` and `=`.
 /// gen-value = token / host / quoted-string.
 pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
+    scan_header_params(s, |_, _| {})
+}
+
+/// [`validate_header_params`], handing each parameter's name and value (as
+/// [`Params`] would yield them) to `on_param` as it goes, so that callers who check a few
+/// parameters need no second pass.
+fn scan_header_params<'a>(
+    s: &'a [u8],
+    mut on_param: impl FnMut(&'a [u8], Option<&'a [u8]>),
+) -> Result<(), ValueError> {
     let mut i = skip_lws(s, 0);
     while i < s.len() {
         if s[i] != b';' {
@@ -262,12 +397,15 @@ pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
         if i == name_start {
             return Err(ValueError::BadParam);
         }
+        let name = &s[name_start..i];
         i = skip_lws(s, i);
+        let mut value = None;
         if i < s.len() && s[i] == b'=' {
             i = skip_lws(s, i + 1);
             if i >= s.len() {
                 return Err(ValueError::BadParam);
             }
+            let value_start = i;
             if s[i] == b'"' {
                 i = scan_quoted(s, i).ok_or(ValueError::UnterminatedQuote)?;
             } else if s[i] == b'[' {
@@ -286,8 +424,10 @@ pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
                     return Err(ValueError::BadParam);
                 }
             }
+            value = Some(&s[value_start..i]);
             i = skip_lws(s, i);
         }
+        on_param(name, value);
     }
     Ok(())
 }
@@ -326,7 +466,7 @@ impl<'a> NameAddr<'a> {
         } else {
             // Either `*(token LWS) <uri>` or a bare addr-spec. A '<' outside a quoted string
             // decides which.
-            lt = s.iter().position(|&b| b == b'<');
+            lt = memchr::memchr(b'<', s);
             if let Some(l) = lt {
                 let dn = trim(&s[..l]);
                 if !dn.is_empty() {
@@ -342,11 +482,7 @@ impl<'a> NameAddr<'a> {
             }
         }
         if let Some(l) = lt {
-            let gt = s[l..]
-                .iter()
-                .position(|&b| b == b'>')
-                .ok_or(ValueError::BadAngleBrackets)?
-                + l;
+            let gt = memchr::memchr(b'>', &s[l..]).ok_or(ValueError::BadAngleBrackets)? + l;
             let inner = &s[l + 1..gt];
             if inner.first().is_some_and(|&b| is_lws(b)) || inner.last().is_some_and(|&b| is_lws(b))
             {
@@ -479,18 +615,23 @@ impl<'a> Via<'a> {
         i = skip_lws(s, j);
         // sent-by = host [ COLON port ]; COLON allows white space around ':'.
         let host_start = i;
-        if i < s.len() && s[i] == b'[' {
+        let host = if i < s.len() && s[i] == b'[' {
             let close = s[i..]
                 .iter()
                 .position(|&b| b == b']')
                 .ok_or(ValueError::BadSentBy)?;
             i += close + 1;
+            Host::parse(&s[host_start..i])
         } else {
-            while i < s.len() && crate::chars::is_hostchar(s[i]) {
-                i += 1;
+            let scan = crate::chars::scan_host(s, i);
+            i = scan.end;
+            if i == host_start {
+                Err(UriError::BadHost)
+            } else {
+                Host::from_scan(&s[host_start..i], scan)
             }
         }
-        let host = Host::parse(&s[host_start..i]).map_err(|_| ValueError::BadSentBy)?;
+        .map_err(|_| ValueError::BadSentBy)?;
         let mut port = None;
         let k = skip_lws(s, i);
         if k < s.len() && s[k] == b':' {
@@ -503,31 +644,38 @@ impl<'a> Via<'a> {
             i = e;
         }
         let params = &s[i..];
-        validate_header_params(params)?;
-        let via = Via {
-            transport,
-            host,
-            port,
-            params: Params::new(trim(params)),
-        };
-        via.check_params()?;
-        Ok(via)
-    }
-
-    fn check_params(&self) -> Result<(), ValueError> {
-        if let Some(ttl) = self.params.get(b"ttl") {
+        // The first ttl, rport and branch (what `Params::get` would find), checked once the
+        // whole section is known to be well formed.
+        let mut ttl = None;
+        let mut rport = None;
+        let mut branch = None;
+        scan_header_params(params, |name, value| {
+            let slot = match name.len() {
+                3 if eq_ic(name, b"ttl") => &mut ttl,
+                5 if eq_ic(name, b"rport") => &mut rport,
+                6 if eq_ic(name, b"branch") => &mut branch,
+                _ => return,
+            };
+            slot.get_or_insert(value);
+        })?;
+        if let Some(ttl) = ttl {
             ttl.and_then(|t| parse_u64_max(t, 255))
                 .ok_or(ValueError::BadParam)?;
         }
-        if let Some(Some(p)) = self.params.get(b"rport") {
+        if let Some(Some(p)) = rport {
             parse_u64_max(p, 65535).ok_or(ValueError::BadParam)?;
         }
-        if let Some(b) = self.params.get(b"branch") {
+        if let Some(b) = branch {
             if !b.is_some_and(all_token) {
                 return Err(ValueError::BadParam);
             }
         }
-        Ok(())
+        Ok(Via {
+            transport,
+            host,
+            port,
+            params: Params::new(trim(params)),
+        })
     }
 
     /// The branch parameter.

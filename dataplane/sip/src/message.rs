@@ -291,6 +291,40 @@ fn line_bounds(buf: &[u8], line_start: usize, lf: usize) -> usize {
     }
 }
 
+/// `(vs, ve)`: the bounds of `buf[from..to]` without leading and trailing LWS.
+#[inline]
+fn trim_bounds(buf: &[u8], from: usize, to: usize) -> (usize, usize) {
+    let mut vs = from;
+    while vs < to && crate::chars::is_lws(buf[vs]) {
+        vs += 1;
+    }
+    let mut ve = to;
+    while ve > vs && crate::chars::is_lws(buf[ve - 1]) {
+        ve -= 1;
+    }
+    (vs, ve)
+}
+
+/// The common header value: from `from` to the line's CRLF (or bare LF), with no CR before
+/// it and no continuation line after it. Returns `(lf, value_start, value_end)`, or `None`
+/// when the line needs the general path (fold, stray CR, no line end).
+#[inline]
+fn value_fast(buf: &[u8], from: usize) -> Option<(usize, usize, usize)> {
+    let end = from + memchr::memchr2(b'\r', b'\n', &buf[from..])?;
+    let lf = if buf[end] == b'\n' {
+        end
+    } else if buf.get(end + 1) == Some(&b'\n') {
+        end + 1
+    } else {
+        return None;
+    };
+    if matches!(buf.get(lf + 1), Some(b' ' | b'\t')) {
+        return None;
+    }
+    let (vs, ve) = trim_bounds(buf, from, end);
+    Some((lf, vs, ve))
+}
+
 impl<'a> Message<'a> {
     /// Parses one complete message (datagram semantics: without Content-Length the body is
     /// the rest of the buffer; with it, bytes past the body are ignored).
@@ -356,27 +390,28 @@ impl<'a> Message<'a> {
                 return Err(ParseError::BadHeaderLine { line: line_no });
             }
             i += 1;
-            // Value: to the end of the line plus any continuation lines.
-            let mut lf = find_lf(buf, i).ok_or(ParseError::Truncated)?;
-            while lf + 1 < buf.len() && (buf[lf + 1] == b' ' || buf[lf + 1] == b'\t') {
-                line_no += 1;
-                lf = find_lf(buf, lf + 1).ok_or(ParseError::Truncated)?;
-            }
-            let content_end = line_bounds(buf, line_start, lf);
-            let mut vs = i;
-            while vs < content_end && crate::chars::is_lws(buf[vs]) {
-                vs += 1;
-            }
-            let mut ve = content_end;
-            while ve > vs && crate::chars::is_lws(buf[ve - 1]) {
-                ve -= 1;
-            }
-            // A bare CR inside a value is not a fold.
-            if memchr::memchr(b'\r', &buf[vs..ve])
-                .is_some_and(|r| buf.get(vs + r + 1) != Some(&b'\n'))
-            {
-                return Err(ParseError::BadHeaderLine { line: line_no });
-            }
+            // Value: to the end of the line plus any continuation lines. The common line
+            // (one CRLF or LF, no fold, no stray CR) is found with one scan; anything else
+            // takes the general path below.
+            let (lf, vs, ve) = match value_fast(buf, i) {
+                Some(bounds) => bounds,
+                None => {
+                    let mut lf = find_lf(buf, i).ok_or(ParseError::Truncated)?;
+                    while lf + 1 < buf.len() && (buf[lf + 1] == b' ' || buf[lf + 1] == b'\t') {
+                        line_no += 1;
+                        lf = find_lf(buf, lf + 1).ok_or(ParseError::Truncated)?;
+                    }
+                    let content_end = line_bounds(buf, line_start, lf);
+                    let (vs, ve) = trim_bounds(buf, i, content_end);
+                    // A bare CR inside a value is not a fold.
+                    if memchr::memchr(b'\r', &buf[vs..ve])
+                        .is_some_and(|r| buf.get(vs + r + 1) != Some(&b'\n'))
+                    {
+                        return Err(ParseError::BadHeaderLine { line: line_no });
+                    }
+                    (lf, vs, ve)
+                }
+            };
             if headers.len() == MAX_HEADERS {
                 return Err(ParseError::TooManyHeaders);
             }

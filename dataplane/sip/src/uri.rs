@@ -4,8 +4,8 @@
 //! comparisons that need decoding (RFC 3261 §19.1.4) are the caller's, on the raw parts.
 
 use crate::chars::{
-    eq_ic, escaped_class, is_hchar, is_hostchar, is_paramchar, is_password, is_uric, is_user,
-    skip_lws, trim,
+    eq_ic, escaped_class, is_hchar, is_paramchar, is_password, is_uric, is_user, scan_host,
+    skip_lws, trim, HostScan,
 };
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -99,7 +99,7 @@ impl<'a> Host<'a> {
     pub fn ip(&self) -> Option<IpAddr> {
         let s = core::str::from_utf8(self.text).ok()?;
         match self.kind {
-            HostKind::V4 => s.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+            HostKind::V4 => parse_ipv4(self.text).map(IpAddr::V4),
             HostKind::V6 => parse_v6(s.as_bytes()).map(IpAddr::V6),
             HostKind::Name => None,
         }
@@ -121,19 +121,26 @@ impl<'a> Host<'a> {
                 kind: HostKind::V6,
             });
         }
-        if !s.iter().all(|&b| is_hostchar(b)) {
+        let scan = scan_host(s, 0);
+        if scan.end != s.len() {
             return Err(UriError::BadHost);
         }
-        // All digits and dots: it must be a valid IPv4 address, not a hostname.
-        if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-            let text = core::str::from_utf8(s).map_err(|_| UriError::BadHost)?;
-            text.parse::<Ipv4Addr>().map_err(|_| UriError::BadHost)?;
+        Host::from_scan(s, scan)
+    }
+
+    /// The host `s`: a non-empty run of hostname characters that [`scan_host`] returned
+    /// `scan` for (its flags describe `s`).
+    #[inline]
+    pub(crate) fn from_scan(s: &'a [u8], scan: HostScan) -> Result<Host<'a>, UriError> {
+        debug_assert!(!s.is_empty());
+        if scan.digits_and_dots {
+            parse_ipv4(s).ok_or(UriError::BadHost)?;
             return Ok(Host {
                 text: s,
                 kind: HostKind::V4,
             });
         }
-        if s[0] == b'.' || s[0] == b'-' || s.windows(2).any(|w| w == b"..") {
+        if s[0] == b'.' || s[0] == b'-' || scan.double_dot {
             return Err(UriError::BadHost);
         }
         Ok(Host {
@@ -141,6 +148,39 @@ impl<'a> Host<'a> {
             kind: HostKind::Name,
         })
     }
+}
+
+/// Parses a dotted-quad IPv4 address exactly as `Ipv4Addr::from_str` does (four decimal
+/// octets of one to three digits, each at most 255, no leading zero unless the octet is
+/// `0`), without the UTF-8 check and the generic parser it goes through: this runs for
+/// every Via and most URIs.
+pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u16 = 0;
+        while i < s.len() && s[i].is_ascii_digit() && i - start < 3 {
+            v = v * 10 + u16::from(s[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || v > 255 || (digits > 1 && s[start] == b'0') {
+            return None;
+        }
+        // A fourth digit makes the octet too long, as it does for the standard parser.
+        if i < s.len() && s[i].is_ascii_digit() {
+            return None;
+        }
+        *octet = v as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Parses an IPv6 address. RFC 3261's ABNF (before RFC 5954 fixed it) admits `:::` before an
@@ -368,6 +408,110 @@ impl<'a> Uri<'a> {
     /// Parses a URI. `allow_headers` is false for a Request-URI (RFC 3261 §19.1.1: headers are
     /// not allowed there) and for an addr-spec outside angle brackets.
     pub fn parse(raw: &'a [u8], allow_headers: bool) -> Result<Uri<'a>, UriError> {
+        // The common shape (sip/sips, plain host, no escapes, no headers) in one pass; any
+        // other input, valid or not, takes the general parser, which also names the defect.
+        match Uri::parse_plain_sip(raw) {
+            Some(uri) => Ok(uri),
+            None => Uri::parse_general(raw, allow_headers),
+        }
+    }
+
+    /// One-pass parse of `sip:`/`sips:` URIs without `%` escapes, URI headers or an IPv6
+    /// host. Returns `None` for anything else, valid or not: it accepts a subset of what
+    /// [`Uri::parse_general`] accepts and returns the same value for it (checked by the
+    /// differential tests below).
+    fn parse_plain_sip(raw: &'a [u8]) -> Option<Uri<'a>> {
+        let (scheme, rest_start) = if raw.len() > 4 && raw[..4].eq_ignore_ascii_case(b"sip:") {
+            (Scheme::Sip, 4)
+        } else if raw.len() > 5 && raw[..5].eq_ignore_ascii_case(b"sips:") {
+            (Scheme::Sips, 5)
+        } else {
+            return None;
+        };
+        let s = raw;
+        let mut i = rest_start;
+        let mut user = None;
+        let mut password = None;
+        // The first '@' anywhere ends the userinfo, as in the general parser.
+        if let Some(at) = memchr::memchr(b'@', &s[i..]).map(|a| a + i) {
+            let user_start = i;
+            while i < at && is_user(s[i]) {
+                i += 1;
+            }
+            if i == user_start {
+                return None;
+            }
+            user = Some(&s[user_start..i]);
+            if i < at && s[i] == b':' {
+                i += 1;
+                let pw_start = i;
+                while i < at && is_password(s[i]) {
+                    i += 1;
+                }
+                password = Some(&s[pw_start..i]);
+            }
+            if i != at {
+                return None;
+            }
+            i += 1;
+        }
+        // host: hostname or IPv4 (an IPv6 reference goes to the general parser).
+        let host_start = i;
+        let scan = scan_host(s, i);
+        i = scan.end;
+        if i == host_start {
+            return None;
+        }
+        let host = Host::from_scan(&s[host_start..i], scan).ok()?;
+        let mut port = None;
+        if i < s.len() && s[i] == b':' {
+            i += 1;
+            let port_start = i;
+            while i < s.len() && s[i].is_ascii_digit() {
+                i += 1;
+            }
+            port = Some(parse_port(&s[port_start..i]).ok()?);
+        }
+        // uri-parameters: `;name[=value]`, both 1*paramchar, up to the end.
+        let params_start = i;
+        while i < s.len() {
+            if s[i] != b';' {
+                return None;
+            }
+            i += 1;
+            let name_start = i;
+            while i < s.len() && is_paramchar(s[i]) {
+                i += 1;
+            }
+            if i == name_start {
+                return None;
+            }
+            if i < s.len() && s[i] == b'=' {
+                i += 1;
+                let value_start = i;
+                while i < s.len() && is_paramchar(s[i]) {
+                    i += 1;
+                }
+                if i == value_start {
+                    return None;
+                }
+            }
+        }
+        Some(Uri {
+            raw,
+            scheme,
+            user,
+            password,
+            host: Some(host),
+            port,
+            params: Params::new(&s[params_start..]),
+            headers: &[],
+            opaque: &[],
+        })
+    }
+
+    /// The general parser: every scheme and form, and the error that names a defect.
+    fn parse_general(raw: &'a [u8], allow_headers: bool) -> Result<Uri<'a>, UriError> {
         if raw.iter().any(|&b| b <= b' ' || b >= 0x7f) {
             return Err(UriError::BadCharacter);
         }
