@@ -4,8 +4,8 @@
 //! parsers here treat those as white space.
 
 use crate::chars::{
-    all_token, eq_ic, is_lws, is_token, is_word, parse_u32_saturating, parse_u64_max, scan_quoted,
-    skip_lws, trim,
+    all_in, all_token, eq_ic, find1, find2, find3, is_lws, is_token, parse_u32_saturating, parse_u64_max,
+    scan_quoted, skip_lws, span, trim, CALL_ID, TOKEN, TOKEN_OR_COLON,
 };
 use crate::uri::{Host, Params, Uri, UriError};
 use core::fmt;
@@ -101,10 +101,14 @@ impl NameKey {
             i += 8;
         }
         if i < name.len() {
-            // The last 1..=7 bytes, padded with zeros like `lower` and `mask` are.
-            let mut tail = [0u8; 8];
-            tail[..name.len() - i].copy_from_slice(&name[i..]);
-            diff |= word(&tail, &self.mask, i) ^ word(&self.lower[i..], &[0; 8], 0);
+            // The last 1..=7 bytes, zero-padded like `lower` and `mask` are. Assembled in a
+            // register: storing them to a buffer and loading it as a word would stall on
+            // store forwarding.
+            let mut tail = 0u64;
+            for (k, &b) in name[i..].iter().enumerate() {
+                tail |= u64::from(b) << (8 * k);
+            }
+            diff |= (tail | word(&self.mask[i..], &[0; 8], 0)) ^ word(&self.lower[i..], &[0; 8], 0);
         }
         diff == 0
     }
@@ -341,9 +345,9 @@ impl<'a> Iterator for ListIter<'a> {
         // only `"` and the closing `>` do.
         loop {
             let found = if in_angle {
-                memchr::memchr2(b'"', b'>', &s[i..])
+                find2(&s[i..], b'"', b'>')
             } else {
-                memchr::memchr3(b',', b'"', b'<', &s[i..])
+                find3(&s[i..], b',', b'"', b'<')
             };
             let Some(off) = found else { break };
             i += off;
@@ -391,9 +395,7 @@ fn scan_header_params<'a>(
         }
         i = skip_lws(s, i + 1);
         let name_start = i;
-        while i < s.len() && is_token(s[i]) {
-            i += 1;
-        }
+        i = span(&TOKEN, s, i);
         if i == name_start {
             return Err(ValueError::BadParam);
         }
@@ -416,11 +418,15 @@ fn scan_header_params<'a>(
                 Host::parse(&s[i..=i + close]).map_err(|_| ValueError::BadParam)?;
                 i += close + 1;
             } else {
-                let v = i;
-                while i < s.len() && (is_token(s[i]) || s[i] == b':') {
-                    i += 1;
-                }
-                if i == v {
+                // Usually the value runs to the next ';' or the end: check that span at once
+                // rather than byte by byte.
+                let semi = find1(&s[i..], b';').map_or(s.len(), |k| i + k);
+                i = if semi > i && all_in(&TOKEN_OR_COLON, &s[i..semi]) {
+                    semi
+                } else {
+                    span(&TOKEN_OR_COLON, s, i)
+                };
+                if i == value_start {
                     return Err(ValueError::BadParam);
                 }
             }
@@ -444,6 +450,8 @@ pub struct NameAddr<'a> {
     pub params: Params<'a>,
     /// True when the URI was written inside `<>`.
     pub angle: bool,
+    /// The tag parameter's value, found while validating the parameters.
+    tag: Option<&'a [u8]>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -466,7 +474,7 @@ impl<'a> NameAddr<'a> {
         } else {
             // Either `*(token LWS) <uri>` or a bare addr-spec. A '<' outside a quoted string
             // decides which.
-            lt = memchr::memchr(b'<', s);
+            lt = find1(s, b'<');
             if let Some(l) = lt {
                 let dn = trim(&s[..l]);
                 if !dn.is_empty() {
@@ -482,7 +490,7 @@ impl<'a> NameAddr<'a> {
             }
         }
         if let Some(l) = lt {
-            let gt = memchr::memchr(b'>', &s[l..]).ok_or(ValueError::BadAngleBrackets)? + l;
+            let gt = find1(&s[l..], b'>').ok_or(ValueError::BadAngleBrackets)? + l;
             let inner = &s[l + 1..gt];
             if inner.first().is_some_and(|&b| is_lws(b)) || inner.last().is_some_and(|&b| is_lws(b))
             {
@@ -490,12 +498,13 @@ impl<'a> NameAddr<'a> {
             }
             let uri = Uri::parse(inner, true).map_err(ValueError::Uri)?;
             let rest = &s[gt + 1..];
-            validate_header_params(rest)?;
+            let tag = scan_tag(rest)?;
             return Ok(NameAddr {
                 display_name,
                 uri,
                 params: Params::new(trim(rest)),
                 angle: true,
+                tag,
             });
         }
         // addr-spec form: the URI runs to the first ';' (parameters after it are header
@@ -506,18 +515,19 @@ impl<'a> NameAddr<'a> {
             .unwrap_or(s.len());
         let uri = Uri::parse(&s[..end], false).map_err(ValueError::Uri)?;
         let rest = &s[end..];
-        validate_header_params(rest)?;
+        let tag = scan_tag(rest)?;
         Ok(NameAddr {
             display_name: None,
             uri,
             params: Params::new(trim(rest)),
             angle: false,
+            tag,
         })
     }
 
     /// The `tag` parameter (From/To).
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.params.value(b"tag")
+        self.tag
     }
 
     /// The `expires` parameter of a Contact, saturating at `u32::MAX`.
@@ -530,6 +540,18 @@ impl<'a> NameAddr<'a> {
         let v = self.params.value(b"q")?;
         parse_qvalue(v)
     }
+}
+
+/// Validates header parameters and returns the value of the first `tag` (what
+/// `Params::value(b"tag")` would return).
+fn scan_tag(params: &[u8]) -> Result<Option<&[u8]>, ValueError> {
+    let mut tag = None;
+    scan_header_params(params, |name, value| {
+        if tag.is_none() && eq_ic(name, b"tag") {
+            tag = Some(value);
+        }
+    })?;
+    Ok(tag.flatten())
 }
 
 fn parse_qvalue(v: &[u8]) -> Option<u16> {
@@ -584,6 +606,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// All parameters.
     pub params: Params<'a>,
+    /// The branch parameter's value, found while validating the parameters.
+    branch: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -675,12 +699,13 @@ impl<'a> Via<'a> {
             host,
             port,
             params: Params::new(trim(params)),
+            branch: branch.flatten(),
         })
     }
 
     /// The branch parameter.
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.params.value(b"branch")
+        self.branch
     }
 
     /// True when the branch carries the RFC 3261 magic cookie `z9hG4bK`.
@@ -767,9 +792,12 @@ pub fn validate_call_id(value: &[u8]) -> Result<(), ValueError> {
     if value.is_empty() {
         return Err(ValueError::Empty);
     }
-    let mut parts = value.splitn(2, |&b| b == b'@');
-    for p in parts.by_ref() {
-        if p.is_empty() || !p.iter().all(|&b| is_word(b) && b != b'@') {
+    // Every byte a word byte or '@', with at most one '@' and words on both sides of it.
+    if !all_in(&CALL_ID, value) {
+        return Err(ValueError::BadCallId);
+    }
+    if let Some(at) = find1(value, b'@') {
+        if at == 0 || at == value.len() - 1 || find1(&value[at + 1..], b'@').is_some() {
             return Err(ValueError::BadCallId);
         }
     }

@@ -310,7 +310,7 @@ fn trim_bounds(buf: &[u8], from: usize, to: usize) -> (usize, usize) {
 /// when the line needs the general path (fold, stray CR, no line end).
 #[inline]
 fn value_fast(buf: &[u8], from: usize) -> Option<(usize, usize, usize)> {
-    let end = from + memchr::memchr2(b'\r', b'\n', &buf[from..])?;
+    let end = from + crate::chars::find2(&buf[from..], b'\r', b'\n')?;
     let lf = if buf[end] == b'\n' {
         end
     } else if buf.get(end + 1) == Some(&b'\n') {

@@ -306,13 +306,18 @@ impl<'a> Iterator for ParamIter<'a> {
             }
             // Skip the separator.
             let start = if s[i] == b';' { i + 1 } else { i };
-            let end = param_end(s, start);
+            // The next ';' ends the parameter unless a quoted string comes first.
+            let end = match crate::chars::find2(&s[start..], b';', b'"') {
+                None => s.len(),
+                Some(k) if s[start + k] == b';' => start + k,
+                Some(_) => param_end(s, start),
+            };
             self.rest = &s[end..];
             let item = &s[start..end];
             if trim(item).is_empty() {
                 continue;
             }
-            return Some(match item.iter().position(|&b| b == b'=') {
+            return Some(match crate::chars::find1(item, b'=') {
                 Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
                 None => (trim(item), None),
             });
@@ -433,7 +438,7 @@ impl<'a> Uri<'a> {
         let mut user = None;
         let mut password = None;
         // The first '@' anywhere ends the userinfo, as in the general parser.
-        if let Some(at) = memchr::memchr(b'@', &s[i..]).map(|a| a + i) {
+        if let Some(at) = crate::chars::find1(&s[i..], b'@').map(|a| a + i) {
             let user_start = i;
             while i < at && is_user(s[i]) {
                 i += 1;
