@@ -4,8 +4,8 @@
 //! parsers here treat those as white space.
 
 use crate::chars::{
-    all_in, all_token, eq_ic, find1, find2, find3, is_lws, is_token, parse_u32_saturating, parse_u64_max,
-    scan_quoted, skip_lws, span, trim, CALL_ID, TOKEN, TOKEN_OR_COLON,
+    all_in, all_token, eq_ic, find1, find2, find3, is_lws, is_token, parse_u32_saturating,
+    parse_u64_max, scan_quoted, skip_lws, span, trim, CALL_ID, TOKEN, TOKEN_OR_COLON,
 };
 use crate::uri::{Host, Params, Uri, UriError};
 use core::fmt;
@@ -91,37 +91,44 @@ struct NameKey {
 }
 
 impl NameKey {
-    /// `name` (of length `self.len`) equals this name, ignoring ASCII case.
+    /// `name` (of length `self.len`) equals this name, ignoring ASCII case. Whole words
+    /// where the name allows (the last one overlapping the one before), so no byte loop.
     #[inline]
     fn matches(&self, name: &[u8]) -> bool {
-        let mut diff = 0u64;
-        let mut i = 0;
-        while let Some(chunk) = name[i..].first_chunk::<8>() {
-            diff |= word(chunk, &self.mask, i) ^ word(&self.lower[i..], &[0; 8], 0);
-            i += 8;
-        }
-        if i < name.len() {
-            // The last 1..=7 bytes, zero-padded like `lower` and `mask` are. Assembled in a
-            // register: storing them to a buffer and loading it as a word would stall on
-            // store forwarding.
-            let mut tail = 0u64;
-            for (k, &b) in name[i..].iter().enumerate() {
-                tail |= u64::from(b) << (8 * k);
+        let n = name.len();
+        let at = |i: usize| (load8(name, i) | load8(&self.mask, i)) ^ load8(&self.lower, i);
+        let at4 = |i: usize| (load4(name, i) | load4(&self.mask, i)) ^ load4(&self.lower, i);
+        if n >= 8 {
+            let mut diff = at(n - 8);
+            let mut i = 0;
+            while i + 8 < n {
+                diff |= at(i);
+                i += 8;
             }
-            diff |= (tail | word(&self.mask[i..], &[0; 8], 0)) ^ word(&self.lower[i..], &[0; 8], 0);
+            diff == 0
+        } else if n >= 4 {
+            at4(0) | at4(n - 4) == 0
+        } else {
+            (0..n).all(|j| name[j] | self.mask[j] == self.lower[j])
         }
-        diff == 0
     }
 }
 
-/// Eight bytes of `bytes` as a word, or-ed with the eight bytes of `mask` at `at`.
+/// The eight bytes of `s` at `at` as a little-endian word (0 past the end: callers stay
+/// in bounds).
 #[inline]
-fn word(bytes: &[u8], mask: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&bytes[..8]);
-    let mut m = [0u8; 8];
-    m.copy_from_slice(&mask[at..at + 8]);
-    u64::from_le_bytes(w) | u64::from_le_bytes(m)
+fn load8(s: &[u8], at: usize) -> u64 {
+    s.get(at..at + 8)
+        .and_then(|w| w.first_chunk::<8>())
+        .map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// The four bytes of `s` at `at`, as [`load8`].
+#[inline]
+fn load4(s: &[u8], at: usize) -> u32 {
+    s.get(at..at + 4)
+        .and_then(|w| w.first_chunk::<4>())
+        .map_or(0, |w| u32::from_le_bytes(*w))
 }
 
 const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
@@ -885,4 +892,86 @@ impl<'a> MediaType<'a> {
 /// Iterates the comma-separated tokens of Supported / Require / Allow and similar.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     ListIter::new(value).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The lookup `from_bytes` replaced: compare against every known name.
+    fn from_bytes_linear(name: &[u8]) -> HeaderName {
+        if name.len() == 1 {
+            return HeaderName::from_compact(name[0]);
+        }
+        KNOWN_NAMES
+            .iter()
+            .find(|(_, canon)| canon.eq_ignore_ascii_case(name))
+            .map_or(HeaderName::Other, |&(known, _)| known)
+    }
+
+    #[test]
+    fn every_known_name_in_any_case() {
+        for &(known, canon) in KNOWN_NAMES {
+            let lower = canon.to_ascii_lowercase();
+            let upper = canon.to_ascii_uppercase();
+            let alternating: Vec<u8> = canon
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if i % 2 == 0 {
+                        b.to_ascii_uppercase()
+                    } else {
+                        b.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            for name in [canon, &lower[..], &upper[..], &alternating[..]] {
+                assert_eq!(
+                    HeaderName::from_bytes(name),
+                    known,
+                    "{}",
+                    String::from_utf8_lossy(name)
+                );
+            }
+            // A non-letter flipped by 0x20 (`-` to CR, digits to control bytes) is not a match.
+            for i in 0..canon.len() {
+                if !canon[i].is_ascii_alphabetic() {
+                    let mut near = canon.to_vec();
+                    near[i] ^= 0x20;
+                    assert_eq!(HeaderName::from_bytes(&near), from_bytes_linear(&near));
+                }
+            }
+            assert_eq!(
+                HeaderName::from_bytes(&canon[..canon.len() - 1]),
+                from_bytes_linear(&canon[..canon.len() - 1])
+            );
+        }
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
+        assert_eq!(
+            HeaderName::from_bytes(b"X-Very-Long-Vendor-Header-Name"),
+            HeaderName::Other
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn from_bytes_matches_linear_lookup(name in proptest::collection::vec(
+            prop_oneof![
+                Just(b'-'), Just(b'\r'), Just(b'a'), Just(b'A'), Just(b'c'), Just(b'C'),
+                Just(b'o'), Just(b't'), Just(b'e'), Just(b'n'), Just(b'i'), Just(b'd'),
+                Just(b'\x0d'), Just(b'@'), Just(b'`'), any::<u8>(),
+            ], 0..24)) {
+            prop_assert_eq!(HeaderName::from_bytes(&name), from_bytes_linear(&name));
+        }
+
+        #[test]
+        fn from_bytes_matches_linear_on_mutated_names(i in 0usize..KNOWN_NAMES.len(), at in 0usize..24, b in any::<u8>()) {
+            let mut name = KNOWN_NAMES[i].1.to_vec();
+            let at = at % name.len();
+            name[at] = b;
+            prop_assert_eq!(HeaderName::from_bytes(&name), from_bytes_linear(&name));
+        }
+    }
 }

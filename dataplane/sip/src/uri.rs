@@ -5,7 +5,7 @@
 
 use crate::chars::{
     eq_ic, escaped_class, is_hchar, is_paramchar, is_password, is_uric, is_user, scan_host,
-    skip_lws, trim, HostScan,
+    skip_lws, span, span_to, trim, HostScan, PARAMCHAR, PASSWORD, USER,
 };
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -440,9 +440,7 @@ impl<'a> Uri<'a> {
         // The first '@' anywhere ends the userinfo, as in the general parser.
         if let Some(at) = crate::chars::find1(&s[i..], b'@').map(|a| a + i) {
             let user_start = i;
-            while i < at && is_user(s[i]) {
-                i += 1;
-            }
+            i = span_to(&USER, s, i, at);
             if i == user_start {
                 return None;
             }
@@ -450,9 +448,7 @@ impl<'a> Uri<'a> {
             if i < at && s[i] == b':' {
                 i += 1;
                 let pw_start = i;
-                while i < at && is_password(s[i]) {
-                    i += 1;
-                }
+                i = span_to(&PASSWORD, s, i, at);
                 password = Some(&s[pw_start..i]);
             }
             if i != at {
@@ -485,18 +481,14 @@ impl<'a> Uri<'a> {
             }
             i += 1;
             let name_start = i;
-            while i < s.len() && is_paramchar(s[i]) {
-                i += 1;
-            }
+            i = span(&PARAMCHAR, s, i);
             if i == name_start {
                 return None;
             }
             if i < s.len() && s[i] == b'=' {
                 i += 1;
                 let value_start = i;
-                while i < s.len() && is_paramchar(s[i]) {
-                    i += 1;
-                }
+                i = span(&PARAMCHAR, s, i);
                 if i == value_start {
                     return None;
                 }
@@ -647,4 +639,57 @@ fn validate_uri_headers(h: &[u8]) -> Result<(), UriError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn std_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+        core::str::from_utf8(s).ok()?.parse().ok()
+    }
+
+    #[test]
+    fn ipv4_edge_cases_match_std() {
+        for s in [
+            &b"0.0.0.0"[..],
+            b"255.255.255.255",
+            b"256.1.1.1",
+            b"01.2.3.4",
+            b"1.2.3",
+            b"1.2.3.4.",
+            b".1.2.3.4",
+            b"1..2.3",
+            b"1.2.3.0004",
+            b"1.2.3.000",
+            b"192.0.2.45",
+            b"",
+            b"1234.1.1.1",
+        ] {
+            assert_eq!(parse_ipv4(s), std_ipv4(s), "{}", String::from_utf8_lossy(s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ipv4_matches_std(s in proptest::collection::vec(
+            prop_oneof![Just(b'.'), Just(b'0'), Just(b'1'), Just(b'2'), Just(b'5'), Just(b'9')], 0..20)) {
+            prop_assert_eq!(parse_ipv4(&s), std_ipv4(&s));
+        }
+
+        /// Whenever the one-pass parser takes a URI, the general parser takes it too and
+        /// returns the same value.
+        #[test]
+        fn plain_sip_agrees_with_general(raw in proptest::string::string_regex(
+            "(sip|SIPS|sips|Sip):([a-z+%0-9:;@?&=.]{0,8}@)?[a-z0-9._\\-\\[\\]:]{0,16}(;[a-z=%0-9;:\\[\\]]{0,12})?(\\?[a-z=&]{0,6})?"
+        ).expect("regex")) {
+            let raw = raw.as_bytes();
+            if let Some(fast) = Uri::parse_plain_sip(raw) {
+                for allow in [true, false] {
+                    prop_assert_eq!(Ok(fast), Uri::parse_general(raw, allow));
+                }
+            }
+        }
+    }
 }
