@@ -345,6 +345,11 @@ impl<'a> Iterator for ListIter<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
+        // Most values hold one element: without a comma there is nothing to split.
+        if find1(s, b',').is_none() {
+            self.rest = None;
+            return Some(trim(s));
+        }
         let mut i = 0;
         let mut in_angle = false;
         // Jump between the bytes that matter: outside `<>` a `,` ends the element, a `"`
@@ -585,6 +590,11 @@ fn parse_qvalue(v: &[u8]) -> Option<u16> {
 
 /// A Contact header element: `*` or an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a zero-copy view, built on the stack per parse; boxing the address would \
+              allocate on the hot path"
+)]
 pub enum Contact<'a> {
     /// `Contact: *` (unregister all, only with Expires: 0).
     Star,

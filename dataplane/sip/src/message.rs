@@ -13,7 +13,7 @@
 //! It does not allocate for messages of up to [`INLINE_HEADERS`] header lines, never panics
 //! on any input, and refuses input with a [`ParseError`] that names the defect.
 
-use crate::chars::{all_token, eq_ic, is_token, parse_u64_max};
+use crate::chars::{all_token, eq_ic, parse_u64_max};
 use crate::header::{
     parse_decimal, validate_call_id, validate_date, CSeq, Contact, HeaderName, ListIter, NameAddr,
     ValueError, Via,
@@ -378,10 +378,7 @@ impl<'a> Message<'a> {
             }
             let line_start = pos;
             // Header name: token, then optional white space, then ':'.
-            let mut i = pos;
-            while i < buf.len() && is_token(buf[i]) {
-                i += 1;
-            }
+            let mut i = crate::chars::span(&crate::chars::TOKEN, buf, pos);
             let name_end = i;
             while i < buf.len() && (buf[i] == b' ' || buf[i] == b'\t') {
                 i += 1;
