@@ -4,8 +4,8 @@
 //! parsers here treat those as white space.
 
 use crate::chars::{
-    all_in, all_token, eq_ic, find1, find2, find3, is_lws, is_token, parse_u32_saturating,
-    parse_u64_max, scan_quoted, skip_lws, span, trim, CALL_ID, TOKEN, TOKEN_OR_COLON,
+    all_in, all_token, eq_ic, find1, find2, find3, is_lws, parse_u32_saturating, parse_u64_max,
+    scan_quoted, skip_lws, span, trim, CALL_ID, TOKEN, TOKEN_OR_COLON,
 };
 use crate::uri::{Host, Params, Uri, UriError};
 use core::fmt;
@@ -759,10 +759,7 @@ impl<'a> Via<'a> {
 
 fn token_at(s: &[u8], i: usize) -> (&[u8], usize) {
     let i = skip_lws(s, i);
-    let mut j = i;
-    while j < s.len() && is_token(s[j]) {
-        j += 1;
-    }
+    let j = span(&TOKEN, s, i);
     (&s[i..j], j)
 }
 

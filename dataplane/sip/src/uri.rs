@@ -426,9 +426,15 @@ impl<'a> Uri<'a> {
     /// [`Uri::parse_general`] accepts and returns the same value for it (checked by the
     /// differential tests below).
     fn parse_plain_sip(raw: &'a [u8]) -> Option<Uri<'a>> {
-        let (scheme, rest_start) = if raw.len() > 4 && raw[..4].eq_ignore_ascii_case(b"sip:") {
+        // "sip:" / "sips:" in any case, as one word compare (0x20 folds only the letters).
+        let head = raw.first_chunk::<5>()?;
+        let word = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let (scheme, rest_start) = if word | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
             (Scheme::Sip, 4)
-        } else if raw.len() > 5 && raw[..5].eq_ignore_ascii_case(b"sips:") {
+        } else if word | 0x2020_2020 == u32::from_le_bytes(*b"sips")
+            && head[4] == b':'
+            && raw.len() > 5
+        {
             (Scheme::Sips, 5)
         } else {
             return None;
