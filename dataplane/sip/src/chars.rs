@@ -21,16 +21,13 @@ const fn table(extra: &[u8]) -> [bool; 256] {
 }
 
 /// token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-static TOKEN: [bool; 256] = table(b"-.!%*_+`'~");
-/// word (Call-ID) = 1*(alphanum / token marks / "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE /
-/// "/" / "[" / "]" / "?" / "{" / "}")
-static WORD: [bool; 256] = table(b"-.!%*_+`'~()<>:\\\"/[]?{}");
+pub(crate) static TOKEN: [bool; 256] = table(b"-.!%*_+`'~");
 /// user = 1*( unreserved / escaped / user-unreserved ), user-unreserved = & = + $ , ; ? /
-static USER: [bool; 256] = table(b"-_.!~*'()&=+$,;?/");
+pub(crate) static USER: [bool; 256] = table(b"-_.!~*'()&=+$,;?/");
 /// password = *( unreserved / escaped / & = + $ , )
-static PASSWORD: [bool; 256] = table(b"-_.!~*'()&=+$,");
+pub(crate) static PASSWORD: [bool; 256] = table(b"-_.!~*'()&=+$,");
 /// paramchar = param-unreserved / unreserved / escaped; param-unreserved = [ ] / : & + $
-static PARAMCHAR: [bool; 256] = table(b"-_.!~*'()[]/:&+$");
+pub(crate) static PARAMCHAR: [bool; 256] = table(b"-_.!~*'()[]/:&+$");
 /// hnv-unreserved / unreserved (URI headers)
 static HCHAR: [bool; 256] = table(b"-_.!~*'()[]/?:+$");
 /// uric (absoluteURI) = reserved / unreserved / escaped
@@ -38,13 +35,82 @@ static URIC: [bool; 256] = table(b";/?:@&=+$,-_.!~*'()#[]");
 /// hostname characters (underscore tolerated: it is common in real deployments)
 static HOSTCHAR: [bool; 256] = table(b"-._");
 
+/// Host scanning classes, one byte per input byte: [`HOST_CHAR`], [`HOST_DIGIT_OR_DOT`],
+/// [`HOST_DOT`].
+static HOST_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        if HOSTCHAR[c] {
+            t[c] |= HOST_CHAR;
+        }
+        if (c as u8).is_ascii_digit() || c == b'.' as usize {
+            t[c] |= HOST_DIGIT_OR_DOT;
+        }
+        if c == b'.' as usize {
+            t[c] |= HOST_DOT;
+        }
+        c += 1;
+    }
+    t
+};
+const HOST_CHAR: u8 = 1;
+const HOST_DIGIT_OR_DOT: u8 = 2;
+const HOST_DOT: u8 = 4;
+
+/// What one pass over a run of hostname characters learnt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostScan {
+    /// End (exclusive) of the run.
+    pub end: usize,
+    /// Every byte is a digit or a dot: the host must be an IPv4 address.
+    pub digits_and_dots: bool,
+    /// Two dots touch somewhere (never a valid hostname).
+    pub double_dot: bool,
+}
+
+/// Scans the hostname characters of `s` from `i`, in one branch-light pass.
+#[inline]
+pub(crate) fn scan_host(s: &[u8], mut i: usize) -> HostScan {
+    let mut all = HOST_DIGIT_OR_DOT;
+    let mut prev = 0;
+    let mut pairs = 0;
+    // Four bytes per step while all four are hostname characters.
+    while let Some(&[a, b, c, d]) = s.get(i..i + 4).and_then(|w| w.first_chunk::<4>()) {
+        let (a, b, c, d) = (
+            HOST_CLASS[a as usize],
+            HOST_CLASS[b as usize],
+            HOST_CLASS[c as usize],
+            HOST_CLASS[d as usize],
+        );
+        if a & b & c & d & HOST_CHAR == 0 {
+            break;
+        }
+        all &= a & b & c & d;
+        pairs |= (prev & a) | (a & b) | (b & c) | (c & d);
+        prev = d;
+        i += 4;
+    }
+    while i < s.len() {
+        let c = HOST_CLASS[s[i] as usize];
+        if c & HOST_CHAR == 0 {
+            break;
+        }
+        all &= c;
+        pairs |= c & prev;
+        prev = c;
+        i += 1;
+    }
+    HostScan {
+        end: i,
+        digits_and_dots: all & HOST_DIGIT_OR_DOT != 0,
+        double_dot: pairs & HOST_DOT != 0,
+    }
+}
+
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
     TOKEN[b as usize]
-}
-#[inline]
-pub(crate) fn is_word(b: u8) -> bool {
-    WORD[b as usize]
 }
 #[inline]
 pub(crate) fn is_user(b: u8) -> bool {
@@ -65,10 +131,6 @@ pub(crate) fn is_hchar(b: u8) -> bool {
 #[inline]
 pub(crate) fn is_uric(b: u8) -> bool {
     URIC[b as usize]
-}
-#[inline]
-pub(crate) fn is_hostchar(b: u8) -> bool {
-    HOSTCHAR[b as usize]
 }
 
 /// Linear white space inside an already-unfolded value: SP, HT, and the CR/LF of a fold.
@@ -97,10 +159,47 @@ pub(crate) fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+/// True when every byte of `s` is in `class`. No early exit: for the short, valid runs
+/// this sees, an unrolled run of table loads beats a branch per byte.
+#[inline]
+pub(crate) fn all_in(class: &[bool; 256], s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| ok & class[b as usize])
+}
+
 /// True when `s` is a non-empty token.
 #[inline]
 pub(crate) fn all_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_token(b))
+    !s.is_empty() && all_in(&TOKEN, s)
+}
+
+/// word (Call-ID) = 1*(alphanum / token marks / "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE /
+/// "/" / "[" / "]" / "?" / "{" / "}"), plus "@": the bytes a Call-ID may hold.
+pub(crate) static CALL_ID: [bool; 256] = table(b"-.!%*_+`'~()<>:\\\"/[]?{}@");
+/// token plus ":": a header parameter's value when it is neither quoted nor an IPv6
+/// reference.
+pub(crate) static TOKEN_OR_COLON: [bool; 256] = table(b"-.!%*_+`'~:");
+
+/// End (exclusive) of the run of `class` bytes in `s` starting at `i`.
+#[inline]
+pub(crate) fn span(class: &[bool; 256], s: &[u8], i: usize) -> usize {
+    span_to(class, s, i, s.len())
+}
+
+/// End (exclusive) of the run of `class` bytes in `s[i..end]`. Four bytes per step while
+/// they all match (one branch instead of four), then byte by byte.
+#[inline]
+pub(crate) fn span_to(class: &[bool; 256], s: &[u8], mut i: usize, end: usize) -> usize {
+    let s = &s[..end];
+    while let Some(&[a, b, c, d]) = s.get(i..i + 4).and_then(|w| w.first_chunk::<4>()) {
+        if !(class[a as usize] & class[b as usize] & class[c as usize] & class[d as usize]) {
+            break;
+        }
+        i += 4;
+    }
+    while i < s.len() && class[s[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// Scans a quoted-string starting at the opening DQUOTE at `s[i]`. Returns the index one past
@@ -187,4 +286,77 @@ pub(crate) fn parse_u32_saturating(s: &[u8]) -> Option<u32> {
 #[inline]
 pub(crate) fn eq_ic(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+const LO_BITS: u64 = 0x0101_0101_0101_0101;
+const HI_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` that equals `needle`. Bits above the lowest may be
+/// false positives (borrow), so only the lowest set bit is meaningful.
+#[inline(always)]
+fn eq_bytes(w: u64, needle: u8) -> u64 {
+    let x = w ^ (LO_BITS * u64::from(needle));
+    x.wrapping_sub(LO_BITS) & !x & HI_BITS
+}
+
+/// Index of the first byte of `s` equal to `a`, `b` or `c`, found eight bytes at a time.
+/// For the short runs inside header values this beats a call into `memchr`, whose set-up
+/// costs more than the search.
+#[inline]
+pub(crate) fn find3(s: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
+    let mut i = 0;
+    while let Some(chunk) = s[i..].first_chunk::<8>() {
+        let w = u64::from_le_bytes(*chunk);
+        let hits = eq_bytes(w, a) | eq_bytes(w, b) | eq_bytes(w, c);
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&x| x == a || x == b || x == c)
+        .map(|k| i + k)
+}
+
+/// Index of the first byte of `s` equal to `a` or `b`; see [`find3`].
+#[inline]
+pub(crate) fn find2(s: &[u8], a: u8, b: u8) -> Option<usize> {
+    find3(s, a, b, b)
+}
+
+/// Index of the first byte of `s` equal to `a`; see [`find3`].
+#[inline]
+pub(crate) fn find1(s: &[u8], a: u8) -> Option<usize> {
+    find3(s, a, a, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn find_matches_position(s in proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b';'), Just(0x8d_u8), Just(0x0c_u8), any::<u8>()], 0..40)) {
+            prop_assert_eq!(find3(&s, b'\r', b'\n', b';'), s.iter().position(|&b| b == b'\r' || b == b'\n' || b == b';'));
+            prop_assert_eq!(find2(&s, b'\r', b'\n'), s.iter().position(|&b| b == b'\r' || b == b'\n'));
+            prop_assert_eq!(find1(&s, b';'), s.iter().position(|&b| b == b';'));
+        }
+
+        #[test]
+        fn span_and_host_scan_match_byte_loops(s in proptest::collection::vec(
+            prop_oneof![Just(b'.'), Just(b'-'), Just(b'1'), Just(b'a'), Just(b':'), Just(b';')], 0..24),
+            from in 0usize..24) {
+            let from = from.min(s.len());
+            let naive = from + s[from..].iter().take_while(|&&b| TOKEN[b as usize]).count();
+            prop_assert_eq!(span(&TOKEN, &s, from), naive);
+            let scan = scan_host(&s, from);
+            let host = &s[from..from + s[from..].iter().take_while(|&&b| HOSTCHAR[b as usize]).count()];
+            prop_assert_eq!(scan.end, from + host.len());
+            prop_assert_eq!(scan.digits_and_dots, host.iter().all(|&b| b.is_ascii_digit() || b == b'.'));
+            prop_assert_eq!(scan.double_dot, host.windows(2).any(|w| w == b".."));
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! parsers here treat those as white space.
 
 use crate::chars::{
-    all_token, eq_ic, is_lws, is_token, is_word, parse_u32_saturating, parse_u64_max, scan_quoted,
-    skip_lws, trim,
+    all_in, all_token, eq_ic, find1, find2, find3, is_lws, parse_u32_saturating, parse_u64_max,
+    scan_quoted, skip_lws, span, trim, CALL_ID, TOKEN, TOKEN_OR_COLON,
 };
 use crate::uri::{Host, Params, Uri, UriError};
 use core::fmt;
@@ -47,16 +47,143 @@ macro_rules! header_names {
 
             /// Looks a name up case-insensitively, compact forms included.
             pub fn from_bytes(name: &[u8]) -> HeaderName {
-                if name.len() == 1 {
-                    return Self::from_compact(name[0]);
+                match name.len() {
+                    0 => return HeaderName::Other,
+                    1 => return Self::from_compact(name[0]),
+                    _ => {}
                 }
-                $( if name.len() == $canon.len() && name.eq_ignore_ascii_case($canon.as_bytes()) {
-                    return HeaderName::$variant;
-                } )*
-                HeaderName::Other
+                // One probe of a table keyed on length, first and last byte, then one
+                // case-insensitive compare, instead of comparing against every name.
+                if name.len() > NAME_KEY_BYTES {
+                    return HeaderName::Other;
+                }
+                let mut slot = name_slot(name);
+                loop {
+                    let entry = NAME_TABLE[slot];
+                    if entry == 0 {
+                        return HeaderName::Other;
+                    }
+                    let key = &NAME_KEYS[usize::from(entry - 1)];
+                    if usize::from(key.len) == name.len() && key.matches(name) {
+                        return KNOWN_NAMES[usize::from(entry - 1)].0;
+                    }
+                    slot = (slot + 1) % NAME_TABLE.len();
+                }
             }
         }
+
+        /// Every named header with its canonical spelling, in declaration order.
+        const KNOWN_NAMES: &[(HeaderName, &[u8])] = &[ $( (HeaderName::$variant, $canon.as_bytes()), )* ];
     };
+}
+
+/// Longest known name, rounded up to whole 8-byte words.
+const NAME_KEY_BYTES: usize = 24;
+
+/// A known name prepared for a case-insensitive compare eight bytes at a time: `lower` is
+/// the name in lower case and `mask` has 0x20 on its letters, so a candidate byte `b`
+/// matches exactly when `b | mask == lower` (only a letter's two cases pass; every other
+/// byte must be equal).
+struct NameKey {
+    lower: [u8; NAME_KEY_BYTES],
+    mask: [u8; NAME_KEY_BYTES],
+    len: u8,
+}
+
+impl NameKey {
+    /// `name` (of length `self.len`) equals this name, ignoring ASCII case. Whole words
+    /// where the name allows (the last one overlapping the one before), so no byte loop.
+    #[inline]
+    fn matches(&self, name: &[u8]) -> bool {
+        let n = name.len();
+        let at = |i: usize| (load8(name, i) | load8(&self.mask, i)) ^ load8(&self.lower, i);
+        let at4 = |i: usize| (load4(name, i) | load4(&self.mask, i)) ^ load4(&self.lower, i);
+        if n >= 8 {
+            let mut diff = at(n - 8);
+            let mut i = 0;
+            while i + 8 < n {
+                diff |= at(i);
+                i += 8;
+            }
+            diff == 0
+        } else if n >= 4 {
+            at4(0) | at4(n - 4) == 0
+        } else {
+            (0..n).all(|j| name[j] | self.mask[j] == self.lower[j])
+        }
+    }
+}
+
+/// The eight bytes of `s` at `at` as a little-endian word (0 past the end: callers stay
+/// in bounds).
+#[inline]
+fn load8(s: &[u8], at: usize) -> u64 {
+    s.get(at..at + 8)
+        .and_then(|w| w.first_chunk::<8>())
+        .map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// The four bytes of `s` at `at`, as [`load8`].
+#[inline]
+fn load4(s: &[u8], at: usize) -> u32 {
+    s.get(at..at + 4)
+        .and_then(|w| w.first_chunk::<4>())
+        .map_or(0, |w| u32::from_le_bytes(*w))
+}
+
+const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
+    let mut keys = [const {
+        NameKey {
+            lower: [0; NAME_KEY_BYTES],
+            mask: [0; NAME_KEY_BYTES],
+            len: 0,
+        }
+    }; KNOWN_NAMES.len()];
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let name = KNOWN_NAMES[i].1;
+        assert!(name.len() <= NAME_KEY_BYTES);
+        let mut j = 0;
+        while j < name.len() {
+            let b = name[j];
+            keys[i].lower[j] = b.to_ascii_lowercase();
+            keys[i].mask[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
+            j += 1;
+        }
+        keys[i].len = name.len() as u8;
+        i += 1;
+    }
+    keys
+}
+
+static NAME_KEYS: [NameKey; KNOWN_NAMES.len()] = build_name_keys();
+
+/// Open-addressing table over [`KNOWN_NAMES`]: slot holds index + 1, 0 is empty. Four
+/// times the names, so probes are short; built at compile time.
+static NAME_TABLE: [u8; 256] = build_name_table();
+
+/// The table slot a name hashes to. Case-insensitive for letters (`| 0x20`); other bytes
+/// must match exactly anyway, so folding them too only costs a rare extra probe.
+#[inline]
+const fn name_slot(name: &[u8]) -> usize {
+    let first = (name[0] | 0x20) as usize;
+    let last = (name[name.len() - 1] | 0x20) as usize;
+    (name.len() * 31 + first * 7 + last * 3) % 256
+}
+
+const fn build_name_table() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    assert!(KNOWN_NAMES.len() < 255 && KNOWN_NAMES.len() * 2 < table.len());
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let mut slot = name_slot(KNOWN_NAMES[i].1);
+        while table[slot] != 0 {
+            slot = (slot + 1) % 256;
+        }
+        table[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    table
 }
 
 header_names! {
@@ -218,13 +345,28 @@ impl<'a> Iterator for ListIter<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
+        // Most values hold one element: without a comma there is nothing to split.
+        if find1(s, b',').is_none() {
+            self.rest = None;
+            return Some(trim(s));
+        }
         let mut i = 0;
         let mut in_angle = false;
-        while i < s.len() {
+        // Jump between the bytes that matter: outside `<>` a `,` ends the element, a `"`
+        // opens a quoted string and `<` an address (a stray `>` changes nothing); inside,
+        // only `"` and the closing `>` do.
+        loop {
+            let found = if in_angle {
+                find2(&s[i..], b'"', b'>')
+            } else {
+                find3(&s[i..], b',', b'"', b'<')
+            };
+            let Some(off) = found else { break };
+            i += off;
             match s[i] {
                 b'"' => match scan_quoted(s, i) {
                     Some(e) => i = e,
-                    None => i = s.len(),
+                    None => break,
                 },
                 b'<' => {
                     in_angle = true;
@@ -234,11 +376,10 @@ impl<'a> Iterator for ListIter<'a> {
                     in_angle = false;
                     i += 1;
                 }
-                b',' if !in_angle => {
+                _ => {
                     self.rest = Some(&s[i + 1..]);
                     return Some(trim(&s[..i]));
                 }
-                _ => i += 1,
             }
         }
         self.rest = None;
@@ -249,6 +390,16 @@ impl<'a> Iterator for ListIter<'a> {
 /// Validates header parameters `*( SEMI generic-param )` allowing LWS around `;` and `=`.
 /// gen-value = token / host / quoted-string.
 pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
+    scan_header_params(s, |_, _| {})
+}
+
+/// [`validate_header_params`], handing each parameter's name and value (as
+/// [`Params`] would yield them) to `on_param` as it goes, so that callers who check a few
+/// parameters need no second pass.
+fn scan_header_params<'a>(
+    s: &'a [u8],
+    mut on_param: impl FnMut(&'a [u8], Option<&'a [u8]>),
+) -> Result<(), ValueError> {
     let mut i = skip_lws(s, 0);
     while i < s.len() {
         if s[i] != b';' {
@@ -256,18 +407,19 @@ pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
         }
         i = skip_lws(s, i + 1);
         let name_start = i;
-        while i < s.len() && is_token(s[i]) {
-            i += 1;
-        }
+        i = span(&TOKEN, s, i);
         if i == name_start {
             return Err(ValueError::BadParam);
         }
+        let name = &s[name_start..i];
         i = skip_lws(s, i);
+        let mut value = None;
         if i < s.len() && s[i] == b'=' {
             i = skip_lws(s, i + 1);
             if i >= s.len() {
                 return Err(ValueError::BadParam);
             }
+            let value_start = i;
             if s[i] == b'"' {
                 i = scan_quoted(s, i).ok_or(ValueError::UnterminatedQuote)?;
             } else if s[i] == b'[' {
@@ -278,16 +430,22 @@ pub(crate) fn validate_header_params(s: &[u8]) -> Result<(), ValueError> {
                 Host::parse(&s[i..=i + close]).map_err(|_| ValueError::BadParam)?;
                 i += close + 1;
             } else {
-                let v = i;
-                while i < s.len() && (is_token(s[i]) || s[i] == b':') {
-                    i += 1;
-                }
-                if i == v {
+                // Usually the value runs to the next ';' or the end: check that span at once
+                // rather than byte by byte.
+                let semi = find1(&s[i..], b';').map_or(s.len(), |k| i + k);
+                i = if semi > i && all_in(&TOKEN_OR_COLON, &s[i..semi]) {
+                    semi
+                } else {
+                    span(&TOKEN_OR_COLON, s, i)
+                };
+                if i == value_start {
                     return Err(ValueError::BadParam);
                 }
             }
+            value = Some(&s[value_start..i]);
             i = skip_lws(s, i);
         }
+        on_param(name, value);
     }
     Ok(())
 }
@@ -304,6 +462,8 @@ pub struct NameAddr<'a> {
     pub params: Params<'a>,
     /// True when the URI was written inside `<>`.
     pub angle: bool,
+    /// The tag parameter's value, found while validating the parameters.
+    tag: Option<&'a [u8]>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -326,7 +486,7 @@ impl<'a> NameAddr<'a> {
         } else {
             // Either `*(token LWS) <uri>` or a bare addr-spec. A '<' outside a quoted string
             // decides which.
-            lt = s.iter().position(|&b| b == b'<');
+            lt = find1(s, b'<');
             if let Some(l) = lt {
                 let dn = trim(&s[..l]);
                 if !dn.is_empty() {
@@ -342,11 +502,7 @@ impl<'a> NameAddr<'a> {
             }
         }
         if let Some(l) = lt {
-            let gt = s[l..]
-                .iter()
-                .position(|&b| b == b'>')
-                .ok_or(ValueError::BadAngleBrackets)?
-                + l;
+            let gt = find1(&s[l..], b'>').ok_or(ValueError::BadAngleBrackets)? + l;
             let inner = &s[l + 1..gt];
             if inner.first().is_some_and(|&b| is_lws(b)) || inner.last().is_some_and(|&b| is_lws(b))
             {
@@ -354,12 +510,13 @@ impl<'a> NameAddr<'a> {
             }
             let uri = Uri::parse(inner, true).map_err(ValueError::Uri)?;
             let rest = &s[gt + 1..];
-            validate_header_params(rest)?;
+            let tag = scan_tag(rest)?;
             return Ok(NameAddr {
                 display_name,
                 uri,
                 params: Params::new(trim(rest)),
                 angle: true,
+                tag,
             });
         }
         // addr-spec form: the URI runs to the first ';' (parameters after it are header
@@ -370,18 +527,19 @@ impl<'a> NameAddr<'a> {
             .unwrap_or(s.len());
         let uri = Uri::parse(&s[..end], false).map_err(ValueError::Uri)?;
         let rest = &s[end..];
-        validate_header_params(rest)?;
+        let tag = scan_tag(rest)?;
         Ok(NameAddr {
             display_name: None,
             uri,
             params: Params::new(trim(rest)),
             angle: false,
+            tag,
         })
     }
 
     /// The `tag` parameter (From/To).
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.params.value(b"tag")
+        self.tag
     }
 
     /// The `expires` parameter of a Contact, saturating at `u32::MAX`.
@@ -394,6 +552,18 @@ impl<'a> NameAddr<'a> {
         let v = self.params.value(b"q")?;
         parse_qvalue(v)
     }
+}
+
+/// Validates header parameters and returns the value of the first `tag` (what
+/// `Params::value(b"tag")` would return).
+fn scan_tag(params: &[u8]) -> Result<Option<&[u8]>, ValueError> {
+    let mut tag = None;
+    scan_header_params(params, |name, value| {
+        if tag.is_none() && eq_ic(name, b"tag") {
+            tag = Some(value);
+        }
+    })?;
+    Ok(tag.flatten())
 }
 
 fn parse_qvalue(v: &[u8]) -> Option<u16> {
@@ -420,6 +590,11 @@ fn parse_qvalue(v: &[u8]) -> Option<u16> {
 
 /// A Contact header element: `*` or an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a zero-copy view, built on the stack per parse; boxing the address would \
+              allocate on the hot path"
+)]
 pub enum Contact<'a> {
     /// `Contact: *` (unregister all, only with Expires: 0).
     Star,
@@ -448,6 +623,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// All parameters.
     pub params: Params<'a>,
+    /// The branch parameter's value, found while validating the parameters.
+    branch: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -479,18 +656,23 @@ impl<'a> Via<'a> {
         i = skip_lws(s, j);
         // sent-by = host [ COLON port ]; COLON allows white space around ':'.
         let host_start = i;
-        if i < s.len() && s[i] == b'[' {
+        let host = if i < s.len() && s[i] == b'[' {
             let close = s[i..]
                 .iter()
                 .position(|&b| b == b']')
                 .ok_or(ValueError::BadSentBy)?;
             i += close + 1;
+            Host::parse(&s[host_start..i])
         } else {
-            while i < s.len() && crate::chars::is_hostchar(s[i]) {
-                i += 1;
+            let scan = crate::chars::scan_host(s, i);
+            i = scan.end;
+            if i == host_start {
+                Err(UriError::BadHost)
+            } else {
+                Host::from_scan(&s[host_start..i], scan)
             }
         }
-        let host = Host::parse(&s[host_start..i]).map_err(|_| ValueError::BadSentBy)?;
+        .map_err(|_| ValueError::BadSentBy)?;
         let mut port = None;
         let k = skip_lws(s, i);
         if k < s.len() && s[k] == b':' {
@@ -503,36 +685,44 @@ impl<'a> Via<'a> {
             i = e;
         }
         let params = &s[i..];
-        validate_header_params(params)?;
-        let via = Via {
-            transport,
-            host,
-            port,
-            params: Params::new(trim(params)),
-        };
-        via.check_params()?;
-        Ok(via)
-    }
-
-    fn check_params(&self) -> Result<(), ValueError> {
-        if let Some(ttl) = self.params.get(b"ttl") {
+        // The first ttl, rport and branch (what `Params::get` would find), checked once the
+        // whole section is known to be well formed.
+        let mut ttl = None;
+        let mut rport = None;
+        let mut branch = None;
+        scan_header_params(params, |name, value| {
+            let slot = match name.len() {
+                3 if eq_ic(name, b"ttl") => &mut ttl,
+                5 if eq_ic(name, b"rport") => &mut rport,
+                6 if eq_ic(name, b"branch") => &mut branch,
+                _ => return,
+            };
+            slot.get_or_insert(value);
+        })?;
+        if let Some(ttl) = ttl {
             ttl.and_then(|t| parse_u64_max(t, 255))
                 .ok_or(ValueError::BadParam)?;
         }
-        if let Some(Some(p)) = self.params.get(b"rport") {
+        if let Some(Some(p)) = rport {
             parse_u64_max(p, 65535).ok_or(ValueError::BadParam)?;
         }
-        if let Some(b) = self.params.get(b"branch") {
+        if let Some(b) = branch {
             if !b.is_some_and(all_token) {
                 return Err(ValueError::BadParam);
             }
         }
-        Ok(())
+        Ok(Via {
+            transport,
+            host,
+            port,
+            params: Params::new(trim(params)),
+            branch: branch.flatten(),
+        })
     }
 
     /// The branch parameter.
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.params.value(b"branch")
+        self.branch
     }
 
     /// True when the branch carries the RFC 3261 magic cookie `z9hG4bK`.
@@ -569,10 +759,7 @@ impl<'a> Via<'a> {
 
 fn token_at(s: &[u8], i: usize) -> (&[u8], usize) {
     let i = skip_lws(s, i);
-    let mut j = i;
-    while j < s.len() && is_token(s[j]) {
-        j += 1;
-    }
+    let j = span(&TOKEN, s, i);
     (&s[i..j], j)
 }
 
@@ -619,9 +806,12 @@ pub fn validate_call_id(value: &[u8]) -> Result<(), ValueError> {
     if value.is_empty() {
         return Err(ValueError::Empty);
     }
-    let mut parts = value.splitn(2, |&b| b == b'@');
-    for p in parts.by_ref() {
-        if p.is_empty() || !p.iter().all(|&b| is_word(b) && b != b'@') {
+    // Every byte a word byte or '@', with at most one '@' and words on both sides of it.
+    if !all_in(&CALL_ID, value) {
+        return Err(ValueError::BadCallId);
+    }
+    if let Some(at) = find1(value, b'@') {
+        if at == 0 || at == value.len() - 1 || find1(&value[at + 1..], b'@').is_some() {
             return Err(ValueError::BadCallId);
         }
     }
@@ -709,4 +899,86 @@ impl<'a> MediaType<'a> {
 /// Iterates the comma-separated tokens of Supported / Require / Allow and similar.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     ListIter::new(value).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The lookup `from_bytes` replaced: compare against every known name.
+    fn from_bytes_linear(name: &[u8]) -> HeaderName {
+        if name.len() == 1 {
+            return HeaderName::from_compact(name[0]);
+        }
+        KNOWN_NAMES
+            .iter()
+            .find(|(_, canon)| canon.eq_ignore_ascii_case(name))
+            .map_or(HeaderName::Other, |&(known, _)| known)
+    }
+
+    #[test]
+    fn every_known_name_in_any_case() {
+        for &(known, canon) in KNOWN_NAMES {
+            let lower = canon.to_ascii_lowercase();
+            let upper = canon.to_ascii_uppercase();
+            let alternating: Vec<u8> = canon
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if i % 2 == 0 {
+                        b.to_ascii_uppercase()
+                    } else {
+                        b.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            for name in [canon, &lower[..], &upper[..], &alternating[..]] {
+                assert_eq!(
+                    HeaderName::from_bytes(name),
+                    known,
+                    "{}",
+                    String::from_utf8_lossy(name)
+                );
+            }
+            // A non-letter flipped by 0x20 (`-` to CR, digits to control bytes) is not a match.
+            for i in 0..canon.len() {
+                if !canon[i].is_ascii_alphabetic() {
+                    let mut near = canon.to_vec();
+                    near[i] ^= 0x20;
+                    assert_eq!(HeaderName::from_bytes(&near), from_bytes_linear(&near));
+                }
+            }
+            assert_eq!(
+                HeaderName::from_bytes(&canon[..canon.len() - 1]),
+                from_bytes_linear(&canon[..canon.len() - 1])
+            );
+        }
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
+        assert_eq!(
+            HeaderName::from_bytes(b"X-Very-Long-Vendor-Header-Name"),
+            HeaderName::Other
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn from_bytes_matches_linear_lookup(name in proptest::collection::vec(
+            prop_oneof![
+                Just(b'-'), Just(b'\r'), Just(b'a'), Just(b'A'), Just(b'c'), Just(b'C'),
+                Just(b'o'), Just(b't'), Just(b'e'), Just(b'n'), Just(b'i'), Just(b'd'),
+                Just(b'\x0d'), Just(b'@'), Just(b'`'), any::<u8>(),
+            ], 0..24)) {
+            prop_assert_eq!(HeaderName::from_bytes(&name), from_bytes_linear(&name));
+        }
+
+        #[test]
+        fn from_bytes_matches_linear_on_mutated_names(i in 0usize..KNOWN_NAMES.len(), at in 0usize..24, b in any::<u8>()) {
+            let mut name = KNOWN_NAMES[i].1.to_vec();
+            let at = at % name.len();
+            name[at] = b;
+            prop_assert_eq!(HeaderName::from_bytes(&name), from_bytes_linear(&name));
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! comparisons that need decoding (RFC 3261 §19.1.4) are the caller's, on the raw parts.
 
 use crate::chars::{
-    eq_ic, escaped_class, is_hchar, is_hostchar, is_paramchar, is_password, is_uric, is_user,
-    skip_lws, trim,
+    eq_ic, escaped_class, is_hchar, is_paramchar, is_password, is_uric, is_user, scan_host,
+    skip_lws, span, span_to, trim, HostScan, PARAMCHAR, PASSWORD, USER,
 };
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -99,7 +99,7 @@ impl<'a> Host<'a> {
     pub fn ip(&self) -> Option<IpAddr> {
         let s = core::str::from_utf8(self.text).ok()?;
         match self.kind {
-            HostKind::V4 => s.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+            HostKind::V4 => parse_ipv4(self.text).map(IpAddr::V4),
             HostKind::V6 => parse_v6(s.as_bytes()).map(IpAddr::V6),
             HostKind::Name => None,
         }
@@ -121,19 +121,26 @@ impl<'a> Host<'a> {
                 kind: HostKind::V6,
             });
         }
-        if !s.iter().all(|&b| is_hostchar(b)) {
+        let scan = scan_host(s, 0);
+        if scan.end != s.len() {
             return Err(UriError::BadHost);
         }
-        // All digits and dots: it must be a valid IPv4 address, not a hostname.
-        if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-            let text = core::str::from_utf8(s).map_err(|_| UriError::BadHost)?;
-            text.parse::<Ipv4Addr>().map_err(|_| UriError::BadHost)?;
+        Host::from_scan(s, scan)
+    }
+
+    /// The host `s`: a non-empty run of hostname characters that [`scan_host`] returned
+    /// `scan` for (its flags describe `s`).
+    #[inline]
+    pub(crate) fn from_scan(s: &'a [u8], scan: HostScan) -> Result<Host<'a>, UriError> {
+        debug_assert!(!s.is_empty());
+        if scan.digits_and_dots {
+            parse_ipv4(s).ok_or(UriError::BadHost)?;
             return Ok(Host {
                 text: s,
                 kind: HostKind::V4,
             });
         }
-        if s[0] == b'.' || s[0] == b'-' || s.windows(2).any(|w| w == b"..") {
+        if s[0] == b'.' || s[0] == b'-' || scan.double_dot {
             return Err(UriError::BadHost);
         }
         Ok(Host {
@@ -141,6 +148,39 @@ impl<'a> Host<'a> {
             kind: HostKind::Name,
         })
     }
+}
+
+/// Parses a dotted-quad IPv4 address exactly as `Ipv4Addr::from_str` does (four decimal
+/// octets of one to three digits, each at most 255, no leading zero unless the octet is
+/// `0`), without the UTF-8 check and the generic parser it goes through: this runs for
+/// every Via and most URIs.
+pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u16 = 0;
+        while i < s.len() && s[i].is_ascii_digit() && i - start < 3 {
+            v = v * 10 + u16::from(s[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || v > 255 || (digits > 1 && s[start] == b'0') {
+            return None;
+        }
+        // A fourth digit makes the octet too long, as it does for the standard parser.
+        if i < s.len() && s[i].is_ascii_digit() {
+            return None;
+        }
+        *octet = v as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Parses an IPv6 address. RFC 3261's ABNF (before RFC 5954 fixed it) admits `:::` before an
@@ -266,13 +306,18 @@ impl<'a> Iterator for ParamIter<'a> {
             }
             // Skip the separator.
             let start = if s[i] == b';' { i + 1 } else { i };
-            let end = param_end(s, start);
+            // The next ';' ends the parameter unless a quoted string comes first.
+            let end = match crate::chars::find2(&s[start..], b';', b'"') {
+                None => s.len(),
+                Some(k) if s[start + k] == b';' => start + k,
+                Some(_) => param_end(s, start),
+            };
             self.rest = &s[end..];
             let item = &s[start..end];
             if trim(item).is_empty() {
                 continue;
             }
-            return Some(match item.iter().position(|&b| b == b'=') {
+            return Some(match crate::chars::find1(item, b'=') {
                 Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
                 None => (trim(item), None),
             });
@@ -368,6 +413,108 @@ impl<'a> Uri<'a> {
     /// Parses a URI. `allow_headers` is false for a Request-URI (RFC 3261 §19.1.1: headers are
     /// not allowed there) and for an addr-spec outside angle brackets.
     pub fn parse(raw: &'a [u8], allow_headers: bool) -> Result<Uri<'a>, UriError> {
+        // The common shape (sip/sips, plain host, no escapes, no headers) in one pass; any
+        // other input, valid or not, takes the general parser, which also names the defect.
+        match Uri::parse_plain_sip(raw) {
+            Some(uri) => Ok(uri),
+            None => Uri::parse_general(raw, allow_headers),
+        }
+    }
+
+    /// One-pass parse of `sip:`/`sips:` URIs without `%` escapes, URI headers or an IPv6
+    /// host. Returns `None` for anything else, valid or not: it accepts a subset of what
+    /// [`Uri::parse_general`] accepts and returns the same value for it (checked by the
+    /// differential tests below).
+    fn parse_plain_sip(raw: &'a [u8]) -> Option<Uri<'a>> {
+        // "sip:" / "sips:" in any case, as one word compare (0x20 folds only the letters).
+        let head = raw.first_chunk::<5>()?;
+        let word = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let (scheme, rest_start) = if word | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
+            (Scheme::Sip, 4)
+        } else if word | 0x2020_2020 == u32::from_le_bytes(*b"sips")
+            && head[4] == b':'
+            && raw.len() > 5
+        {
+            (Scheme::Sips, 5)
+        } else {
+            return None;
+        };
+        let s = raw;
+        let mut i = rest_start;
+        let mut user = None;
+        let mut password = None;
+        // The first '@' anywhere ends the userinfo, as in the general parser.
+        if let Some(at) = crate::chars::find1(&s[i..], b'@').map(|a| a + i) {
+            let user_start = i;
+            i = span_to(&USER, s, i, at);
+            if i == user_start {
+                return None;
+            }
+            user = Some(&s[user_start..i]);
+            if i < at && s[i] == b':' {
+                i += 1;
+                let pw_start = i;
+                i = span_to(&PASSWORD, s, i, at);
+                password = Some(&s[pw_start..i]);
+            }
+            if i != at {
+                return None;
+            }
+            i += 1;
+        }
+        // host: hostname or IPv4 (an IPv6 reference goes to the general parser).
+        let host_start = i;
+        let scan = scan_host(s, i);
+        i = scan.end;
+        if i == host_start {
+            return None;
+        }
+        let host = Host::from_scan(&s[host_start..i], scan).ok()?;
+        let mut port = None;
+        if i < s.len() && s[i] == b':' {
+            i += 1;
+            let port_start = i;
+            while i < s.len() && s[i].is_ascii_digit() {
+                i += 1;
+            }
+            port = Some(parse_port(&s[port_start..i]).ok()?);
+        }
+        // uri-parameters: `;name[=value]`, both 1*paramchar, up to the end.
+        let params_start = i;
+        while i < s.len() {
+            if s[i] != b';' {
+                return None;
+            }
+            i += 1;
+            let name_start = i;
+            i = span(&PARAMCHAR, s, i);
+            if i == name_start {
+                return None;
+            }
+            if i < s.len() && s[i] == b'=' {
+                i += 1;
+                let value_start = i;
+                i = span(&PARAMCHAR, s, i);
+                if i == value_start {
+                    return None;
+                }
+            }
+        }
+        Some(Uri {
+            raw,
+            scheme,
+            user,
+            password,
+            host: Some(host),
+            port,
+            params: Params::new(&s[params_start..]),
+            headers: &[],
+            opaque: &[],
+        })
+    }
+
+    /// The general parser: every scheme and form, and the error that names a defect.
+    fn parse_general(raw: &'a [u8], allow_headers: bool) -> Result<Uri<'a>, UriError> {
         if raw.iter().any(|&b| b <= b' ' || b >= 0x7f) {
             return Err(UriError::BadCharacter);
         }
@@ -498,4 +645,57 @@ fn validate_uri_headers(h: &[u8]) -> Result<(), UriError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn std_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+        core::str::from_utf8(s).ok()?.parse().ok()
+    }
+
+    #[test]
+    fn ipv4_edge_cases_match_std() {
+        for s in [
+            &b"0.0.0.0"[..],
+            b"255.255.255.255",
+            b"256.1.1.1",
+            b"01.2.3.4",
+            b"1.2.3",
+            b"1.2.3.4.",
+            b".1.2.3.4",
+            b"1..2.3",
+            b"1.2.3.0004",
+            b"1.2.3.000",
+            b"192.0.2.45",
+            b"",
+            b"1234.1.1.1",
+        ] {
+            assert_eq!(parse_ipv4(s), std_ipv4(s), "{}", String::from_utf8_lossy(s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ipv4_matches_std(s in proptest::collection::vec(
+            prop_oneof![Just(b'.'), Just(b'0'), Just(b'1'), Just(b'2'), Just(b'5'), Just(b'9')], 0..20)) {
+            prop_assert_eq!(parse_ipv4(&s), std_ipv4(&s));
+        }
+
+        /// Whenever the one-pass parser takes a URI, the general parser takes it too and
+        /// returns the same value.
+        #[test]
+        fn plain_sip_agrees_with_general(raw in proptest::string::string_regex(
+            "(sip|SIPS|sips|Sip):([a-z+%0-9:;@?&=.]{0,8}@)?[a-z0-9._\\-\\[\\]:]{0,16}(;[a-z=%0-9;:\\[\\]]{0,12})?(\\?[a-z=&]{0,6})?"
+        ).expect("regex")) {
+            let raw = raw.as_bytes();
+            if let Some(fast) = Uri::parse_plain_sip(raw) {
+                for allow in [true, false] {
+                    prop_assert_eq!(Ok(fast), Uri::parse_general(raw, allow));
+                }
+            }
+        }
+    }
 }
