@@ -67,7 +67,7 @@ impl Netns {
         let _ = sh(&["ip", "netns", "del", name]);
         sh(&["ip", "netns", "add", name])?;
         let ns = Netns { name: name.into() };
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"])?;
+        ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
@@ -76,10 +76,25 @@ impl Netns {
         &self.name
     }
 
+    /// The namespace file (`/run/netns/NAME`).
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs `ip ARGS` inside the namespace. Through `nsenter --net`, which only joins the
+    /// network namespace: `ip -n` / `ip netns exec` also remount `/` and `/sys`, which fails
+    /// where `/` is not a mount point (a plain chroot, as in the newcomer check).
+    pub fn ip(&self, args: &[&str]) -> io::Result<()> {
+        let net = format!("--net={}", self.path().display());
+        let mut all = vec!["nsenter", net.as_str(), "ip"];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
     /// Moves the calling thread into this namespace (sockets it creates afterwards live
     /// there; other threads are unaffected).
     pub fn enter(&self) -> io::Result<()> {
-        let f = File::open(Path::new("/var/run/netns").join(&self.name))?;
+        let f = File::open(self.path())?;
         // SAFETY: `f` is an open namespace file for the duration of the call; CLONE_NEWNET
         // only switches this thread's network namespace.
         let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -121,16 +136,16 @@ pub fn veth(
         "netns",
         b.name(),
     ])?;
-    sh(&["ip", "-n", a.name(), "addr", "add", a_addr, "dev", a_if])?;
-    sh(&["ip", "-n", b.name(), "addr", "add", b_addr, "dev", b_if])?;
-    sh(&["ip", "-n", a.name(), "link", "set", a_if, "up"])?;
-    sh(&["ip", "-n", b.name(), "link", "set", b_if, "up"])?;
+    a.ip(&["addr", "add", a_addr, "dev", a_if])?;
+    b.ip(&["addr", "add", b_addr, "dev", b_if])?;
+    a.ip(&["link", "set", a_if, "up"])?;
+    b.ip(&["link", "set", b_if, "up"])?;
     Ok(())
 }
 
 /// Adds a route in `ns`.
 pub fn route(ns: &Netns, to: &str, via: &str) -> io::Result<()> {
-    sh(&["ip", "-n", ns.name(), "route", "add", to, "via", via])
+    ns.ip(&["route", "add", to, "via", via])
 }
 
 /// Builds (if needed) and locates the workspace binaries `names` (each the binary of the
@@ -179,7 +194,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin args` (inside `ns` when given, through `ip netns exec`, which execs it:
+    /// Starts `bin args` (inside `ns` when given, through `nsenter --net`, which execs it:
     /// the pid is the program's) and waits up to `timeout` for a stdout line containing
     /// `ready`; returns that line too.
     pub fn start(
@@ -191,8 +206,8 @@ impl Proc {
     ) -> io::Result<(Proc, String)> {
         let mut cmd = match ns {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns.name()]).arg(bin);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.path().display())).arg(bin);
                 c
             }
             None => Command::new(bin),
