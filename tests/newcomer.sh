@@ -88,6 +88,14 @@ cleanup() {
         umount -R "${mounted[$i]}" 2>/dev/null || umount -R -l "${mounted[$i]}" 2>/dev/null ||
             echo "WARN [newcomer] could not unmount ${mounted[$i]}" >&2
     done
+    # Mounts the suite made inside the root (e.g. /run/netns by `ip netns add` in a test),
+    # deepest first.
+    local m
+    while read -r m; do
+        [ -n "$m" ] || continue
+        umount -R "$m" 2>/dev/null || umount -R -l "$m" 2>/dev/null ||
+            echo "WARN [newcomer] could not unmount $m" >&2
+    done < <(mounts_under_root | sort -r)
     exit "$rc"
 }
 trap cleanup EXIT

@@ -7,3 +7,5 @@
 pub mod api;
 pub mod daemon;
 pub mod media;
+pub mod registrar;
+pub mod store;
