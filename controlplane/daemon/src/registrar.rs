@@ -52,6 +52,10 @@ pub struct RegistrarConfig {
     pub max_contacts: usize,
     /// Key for the stateless nonces (≥ 16 bytes, random per installation).
     pub secret: Vec<u8>,
+    /// Digest algorithms challenged with, one WWW-Authenticate each, in this order. MD5
+    /// comes first by default: many phones (and sipp) answer only the first challenge and
+    /// give up when it is not MD5.
+    pub algorithms: Vec<digest::Algorithm>,
 }
 
 impl Default for RegistrarConfig {
@@ -62,6 +66,7 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             max_contacts: 10,
             secret: Vec::new(),
+            algorithms: vec![digest::Algorithm::Md5, digest::Algorithm::Sha256],
         }
     }
 }
@@ -153,6 +158,7 @@ impl Registrar {
             // phones get wrong; RFC 2069 (no qop) has no replay protection.
             c.qop.auth_int = false;
             c.accept_rfc2069 = false;
+            c.algorithms.clone_from(&config.algorithms);
             let challenger =
                 Challenger::new(c, now).map_err(|e| format!("tenant {}: digest: {e}", t.domain))?;
             states.push(TenantState {

@@ -17,6 +17,19 @@ port = 5060
 address = "127.0.0.1"
 port_min = 20000
 port_max = 23999
+
+# A demo tenant: phones register as alice or bob at 127.0.0.1 (or demo.trunkline).
+[[tenant]]
+domain = "demo.trunkline"
+aliases = ["127.0.0.1", "localhost"]
+
+[[tenant.subscriber]]
+user = "alice"
+password = "alice-demo-4711"
+
+[[tenant.subscriber]]
+user = "bob"
+password = "bob-demo-4711"
 "#;
 
 /// The whole configuration.
@@ -29,6 +42,77 @@ pub struct Config {
     /// section is absent.
     #[serde(default)]
     pub media: MediaConfig,
+    /// SIP domains and their subscribers.
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+    /// Registrar limits.
+    #[serde(default)]
+    pub registrar: RegistrarSection,
+    /// The embedded store.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// One SIP domain.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The domain (and digest realm).
+    pub domain: String,
+    /// Other names and addresses meaning this domain (e.g. the box's address).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Subscribers.
+    #[serde(default, rename = "subscriber")]
+    pub subscribers: Vec<SubscriberConfig>,
+}
+
+/// One subscriber of a tenant.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberConfig {
+    /// User name (the user part of the AoR and the digest username).
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Registrar limits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSection {
+    /// Shortest registration accepted, seconds (423 below).
+    pub min_expires: u32,
+    /// Longest registration granted, seconds.
+    pub max_expires: u32,
+    /// Expiry when a REGISTER names none, seconds.
+    pub default_expires: u32,
+    /// Most contacts per address of record.
+    pub max_contacts: usize,
+    /// Digest algorithms challenged with, in order (MD5, SHA-256, SHA-512-256). MD5 first by
+    /// default: many phones answer only the first challenge.
+    pub digest_algorithms: Vec<String>,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        RegistrarSection {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
+        }
+    }
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite file (default /var/lib/trunkline/trunkline.db; when that cannot be created,
+    /// $XDG_STATE_HOME/trunkline or the temp dir).
+    pub path: Option<PathBuf>,
 }
 
 /// Which I/O backend the dataplane cores use.
@@ -154,6 +238,49 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
             ));
         }
     }
+    let r = &cfg.registrar;
+    if r.min_expires == 0 || r.min_expires > r.max_expires || r.default_expires < r.min_expires {
+        return Err(format!(
+            "{origin}: registrar: need 0 < min_expires ({}) <= default_expires ({}) and min_expires <= max_expires ({})",
+            r.min_expires, r.default_expires, r.max_expires
+        ));
+    }
+    if r.digest_algorithms.is_empty()
+        || r.digest_algorithms
+            .iter()
+            .any(|a| sip::digest::Algorithm::from_token(a.as_bytes()).is_none())
+    {
+        return Err(format!(
+            "{origin}: registrar: digest_algorithms {:?}: name one or more of MD5, SHA-256, SHA-512-256 (and -sess variants)",
+            r.digest_algorithms
+        ));
+    }
+    let mut domains = std::collections::HashSet::new();
+    for (i, t) in cfg.tenants.iter().enumerate() {
+        let names = std::iter::once(&t.domain).chain(&t.aliases);
+        for n in names {
+            if n.is_empty()
+                || n.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(format!("{origin}: tenant[{i}]: bad domain or alias {n:?}"));
+            }
+            if !domains.insert(n.to_ascii_lowercase()) {
+                return Err(format!(
+                    "{origin}: tenant[{i}]: {n:?} is already the domain or an alias of another tenant"
+                ));
+            }
+        }
+        let mut users = std::collections::HashSet::new();
+        for s in &t.subscribers {
+            if s.user.is_empty() || !users.insert(s.user.as_str()) {
+                return Err(format!(
+                    "{origin}: tenant {}: subscriber {:?} empty or listed twice",
+                    t.domain, s.user
+                ));
+            }
+        }
+    }
     let m = &cfg.media;
     if m.port_min >= m.port_max || m.port_max - m.port_min < 3 {
         return Err(format!(
@@ -230,6 +357,39 @@ mod tests {
         assert!(e.contains("region"), "{e}");
         let e = parse(&format!("{base}port = 1\n"), "t.toml").unwrap_err();
         assert!(e.contains("line 6") && e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn tenants_and_registrar_are_checked() {
+        let d = parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(d.tenants.len(), 1);
+        assert_eq!(d.tenants[0].subscribers.len(), 2);
+        assert_eq!(d.registrar.digest_algorithms, vec!["MD5", "SHA-256"]);
+        let base = "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n";
+        let e = parse(
+            &format!(
+                "{base}[[tenant]]\ndomain = \"a\"\n[[tenant]]\ndomain = \"b\"\naliases = [\"A\"]\n"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("already"), "{e}");
+        let e = parse(
+            &format!("{base}[[tenant]]\ndomain = \"a\"\n[[tenant.subscriber]]\nuser = \"x\"\npassword = \"1\"\n[[tenant.subscriber]]\nuser = \"x\"\npassword = \"2\"\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        let e = parse(
+            &format!("{base}[registrar]\ndigest_algorithms = [\"SHA-1\"]\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("digest_algorithms"), "{e}");
+        let e = parse(&format!("{base}[registrar]\nmin_expires = 0\n"), "t.toml").unwrap_err();
+        assert!(e.contains("min_expires"), "{e}");
+        let e = parse(&format!("{base}[[tenant]]\ndomian = \"a\"\n"), "t.toml").unwrap_err();
+        assert!(e.contains("line 6") && e.contains("domian"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod config;
 mod planes;
+mod registry;
 mod responder;
 
 use std::net::UdpSocket;
@@ -93,6 +94,13 @@ fn up(cfg: &config::Config) -> ExitCode {
             }
         }
     }
+    let registry = match registry::Registry::start(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trunkline: registrar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut media = if cfg.media.enabled {
         match planes::MediaPlanes::start(&cfg.media) {
             Ok(m) => Some(m),
@@ -112,6 +120,38 @@ fn up(cfg: &config::Config) -> ExitCode {
             Err(e) => eprintln!("trunkline: local_addr: {e}"),
         }
     }
+    println!(
+        "store {} ({} registration(s) restored)",
+        registry.store.path().display(),
+        registry.restored
+    );
+    for t in &cfg.tenants {
+        let users: Vec<String> = t
+            .subscribers
+            .iter()
+            .map(|s| {
+                if t.domain == "demo.trunkline" {
+                    format!("{} (password {})", s.user, s.password)
+                } else {
+                    s.user.clone()
+                }
+            })
+            .collect();
+        println!(
+            "tenant {} (also {}): subscribers {}",
+            t.domain,
+            if t.aliases.is_empty() {
+                "-".to_string()
+            } else {
+                t.aliases.join(", ")
+            },
+            if users.is_empty() {
+                "-".to_string()
+            } else {
+                users.join(", ")
+            }
+        );
+    }
     match &media {
         Some(m) => {
             for l in &m.ready_lines {
@@ -125,24 +165,30 @@ fn up(cfg: &config::Config) -> ExitCode {
         None => println!("media plane off (media.enabled = false)"),
     }
     println!(
-        "This build answers SIP OPTIONS (200), malformed requests (400/505 naming the defect), \
-         unsupported URI schemes (416) and extensions (420); other requests get 501 until the \
-         registrar and proxy land. Media sessions are created through the media API. Try: \
-         sipp -sn uac ... or send an OPTIONS.\nready"
+        "This build registers phones (REGISTER with digest auth) and answers SIP OPTIONS (200), \
+         malformed requests (400/505 naming the defect), unsupported URI schemes (416) and \
+         extensions (420); calls get 501 until the proxy lands. Media sessions are created \
+         through the media API.\nready"
     );
     let mut threads = Vec::new();
     for s in sockets {
         let stop = Arc::clone(&stop);
         let counters = Arc::clone(&counters);
+        let registrar = Some(Arc::clone(&registry.registrar));
         threads.push(std::thread::spawn(move || {
-            responder::serve_udp(s, stop, counters)
+            responder::serve_udp(s, stop, counters, registrar)
         }));
     }
     let mut code = ExitCode::SUCCESS;
+    let mut ticks = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(100));
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % 10 == 0 {
+            registry.expire();
         }
         if let Some(m) = media.as_mut() {
             if let Err(e) = m.supervise() {
@@ -170,8 +216,11 @@ fn up(cfg: &config::Config) -> ExitCode {
     if let Some(m) = media.take() {
         m.stop();
     }
+    let registrations = registry.summary();
+    // Dropping the registry commits the last location changes.
+    drop(registry);
     println!(
-        "stopped: {} control_plane_restarts={restarts}",
+        "stopped: {} {registrations} control_plane_restarts={restarts}",
         counters.summary()
     );
     code

@@ -3,15 +3,17 @@
 //! It answers what needs no registrar, router or dialog state, per RFC 3261 and RFC 4475 §3.3:
 //! OPTIONS → 200 with Allow/Accept/Supported; unknown URI scheme → 416; unsupported `Require`
 //! → 420 with Unsupported; a malformed request → 400 (505 for another SIP version) whose
-//! reason names the defect; a stray CANCEL → 481; ACK and responses are absorbed; every other
-//! request → 501 until the registrar and proxy land. Each outcome is counted.
+//! reason names the defect; a stray CANCEL → 481; ACK and responses are absorbed; REGISTER
+//! goes to the registrar ([`controlplane::registrar`]); every other request → 501 until the
+//! proxy lands. Each outcome is counted.
 
+use controlplane::registrar::Registrar;
 use sip::edit::{error_response_for_unparsed, ResponseBuilder};
 use sip::{HeaderName, Message, Method, ParseError, Scheme};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// What happened to each datagram.
 #[derive(Debug, Default)]
@@ -52,11 +54,19 @@ impl Counters {
     }
 }
 
-const ALLOW: &[u8] = b"OPTIONS, ACK, CANCEL";
+const ALLOW: &[u8] = b"REGISTER, OPTIONS, ACK, CANCEL";
 const SERVER: &[u8] = concat!("Trunkline/", env!("CARGO_PKG_VERSION")).as_bytes();
 
-/// Decides the answer to one datagram; writes it into `out` and returns true when there is one.
-pub fn answer(datagram: &[u8], tag_seq: u64, counters: &Counters, out: &mut Vec<u8>) -> bool {
+/// Decides the answer to one datagram from `source`; writes it into `out` and returns true
+/// when there is one. REGISTER goes to `registrar` (501 without one).
+pub fn answer(
+    datagram: &[u8],
+    source: SocketAddr,
+    tag_seq: u64,
+    counters: &Counters,
+    registrar: Option<&Mutex<Registrar>>,
+    out: &mut Vec<u8>,
+) -> bool {
     if datagram.iter().all(|&b| b == b'\r' || b == b'\n') {
         counters.keepalives.fetch_add(1, Ordering::Relaxed);
         return false;
@@ -106,6 +116,17 @@ pub fn answer(datagram: &[u8], tag_seq: u64, counters: &Counters, out: &mut Vec<
                 .write(out);
         }
         Method::Cancel => reject(481, b"Call/Transaction Does Not Exist").write(out),
+        Method::Register if registrar.is_some() => {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            if let Some(Ok(mut r)) = registrar.map(Mutex::lock) {
+                r.handle(&msg, source, now, tag, out);
+            } else {
+                // A poisoned registrar (a panic elsewhere): say so rather than hang.
+                reject(500, b"Registrar Unavailable").write(out);
+            }
+        }
         _ => reject(501, b"Not Implemented")
             .header(HeaderName::Allow, ALLOW)
             .write(out),
@@ -144,6 +165,7 @@ pub fn serve_udp(
     sock: UdpSocket,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    registrar: Option<Arc<Mutex<Registrar>>>,
 ) -> std::io::Result<()> {
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut buf = vec![0u8; 65_535];
@@ -167,7 +189,14 @@ pub fn serve_udp(
         };
         counters.received.fetch_add(1, Ordering::Relaxed);
         seq += 1;
-        if answer(&buf[..n], seq, &counters, &mut out) {
+        if answer(
+            &buf[..n],
+            from,
+            seq,
+            &counters,
+            registrar.as_deref(),
+            &mut out,
+        ) {
             // Responses go back to the source address and port (RFC 3581 symmetric response
             // routing): correct behind NAT and for every loopback peer.
             if sock.send_to(&out, from).is_err() {
@@ -195,7 +224,8 @@ mod tests {
         let mut out = Vec::new();
         // Read the status line directly: a 505 copies the peer's SIP/7.0 Via, which our own
         // parser rightly refuses.
-        answer(bytes, 1, &c, &mut out).then(|| {
+        let from = SocketAddr::from(([127, 0, 0, 1], 5060));
+        answer(bytes, from, 1, &c, None, &mut out).then(|| {
             assert!(
                 out.starts_with(b"SIP/2.0 "),
                 "{}",

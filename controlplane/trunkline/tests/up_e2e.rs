@@ -17,6 +17,8 @@ struct Appliance {
     child: Child,
     port: u16,
     api: Option<PathBuf>,
+    /// Registrations restored from the store at start.
+    restored: usize,
     stdout: BufReader<std::process::ChildStdout>,
 }
 
@@ -25,6 +27,12 @@ impl Appliance {
     /// (port range; `None`: media off). Each test names its own region, runtime directory
     /// and ports, so tests run side by side; the ports lie below the ephemeral range.
     fn start(name: &str, media: Option<(u16, u16)>) -> Appliance {
+        Appliance::start_with(name, media, "")
+    }
+
+    /// As [`Appliance::start`], with `extra` appended to the configuration; the store lives
+    /// in the test's directory.
+    fn start_with(name: &str, media: Option<(u16, u16)>, extra: &str) -> Appliance {
         let dir = std::env::temp_dir().join(format!("trunkline-e2e-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("trunkline.toml");
@@ -40,7 +48,9 @@ impl Appliance {
         std::fs::write(
             &cfg,
             format!(
-                "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 0\n{media}"
+                "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 0\n{media}\
+                 [store]\npath = \"{}\"\n{extra}",
+                dir.join("trunkline.db").display()
             ),
         )
         .unwrap();
@@ -54,6 +64,7 @@ impl Appliance {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut port = None;
         let mut api = None;
+        let mut restored = None;
         let mut line = String::new();
         loop {
             line.clear();
@@ -63,6 +74,12 @@ impl Appliance {
             );
             if let Some(a) = line.trim().strip_prefix("SIP listening on udp:") {
                 port = Some(a.rsplit(':').next().unwrap().parse().unwrap());
+            }
+            if let Some(rest) = line.trim().strip_prefix("store ") {
+                let n = rest
+                    .rsplit_once(" (")
+                    .map(|(_, r)| r.split_whitespace().next().unwrap());
+                restored = n.map(|n| n.parse::<usize>().unwrap());
             }
             if let Some(rest) = line.trim().strip_prefix("media API on unix:") {
                 api = Some(PathBuf::from(rest.split_whitespace().next().unwrap()));
@@ -75,6 +92,7 @@ impl Appliance {
             child,
             port: port.expect("listening line"),
             api,
+            restored: restored.expect("store line"),
             stdout,
         }
     }
@@ -362,4 +380,129 @@ fn up_runs_the_media_plane_and_restarts_a_dead_control_plane() {
     let summary = app.stop();
     assert!(summary.contains("control_plane_restarts=1"), "{summary}");
     assert!(!api.exists(), "the control plane removed its socket");
+}
+
+const TENANT: &str = "[[tenant]]\ndomain = \"e2e.example\"\naliases = [\"127.0.0.1\"]\n\
+[[tenant.subscriber]]\nuser = \"alice\"\npassword = \"alice-pw-1\"\n\
+[[tenant.subscriber]]\nuser = \"bob\"\npassword = \"bob-pw-2\"\n";
+
+fn summary_count(summary: &str, k: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+        .unwrap_or_else(|| panic!("{k} in {summary}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn sipp_registers_and_unregisters_with_digest_auth() {
+    let app = Appliance::start_with("register", None, TENANT);
+    let out = Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", app.port))
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/register_auth_uac.xml"))
+        .args(["-s", "alice", "-au", "alice", "-ap", "alice-pw-1"])
+        .args(["-i", "127.0.0.1", "-p"])
+        .arg(free_udp_port().to_string())
+        .args([
+            "-m", "50", "-r", "100", "-l", "20", "-timeout", "30", "-nostdin",
+        ])
+        .output()
+        .expect("run sipp");
+    assert!(
+        out.status.success(),
+        "sipp: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = app.stop();
+    // Each call: REGISTER → 401 → REGISTER+auth → 200, then the same to unregister.
+    assert_eq!(
+        summary_count(&summary, "register_challenges"),
+        100,
+        "{summary}"
+    );
+    assert_eq!(summary_count(&summary, "registered"), 100, "{summary}");
+    assert_eq!(
+        summary_count(&summary, "register_auth_failures"),
+        0,
+        "{summary}"
+    );
+    assert_eq!(summary_count(&summary, "registered_aors"), 0, "{summary}");
+}
+
+/// One REGISTER by hand: 401, then the digest answer; returns the final status.
+fn register_by_hand(port: u16, user: &str, password: &str, call_id: &str, contact: &str) -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = sock.local_addr().unwrap();
+    let req = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=a{cseq}\r\n\
+             To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <{contact}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = [0u8; 4096];
+    sock.send_to(req(1, "").as_bytes(), ("127.0.0.1", port))
+        .unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let resp = sip::Message::parse(&buf[..n]).unwrap();
+    assert_eq!(resp.status(), Some(401));
+    let ch = resp.header(sip::HeaderName::WwwAuthenticate).unwrap();
+    let sip::digest::Challenge::Digest(view) = sip::digest::parse_challenge(ch).unwrap() else {
+        panic!("digest challenge");
+    };
+    let auth = sip::digest::respond(
+        &view,
+        &sip::digest::Request {
+            method: b"REGISTER",
+            uri: b"sip:127.0.0.1",
+            body: b"",
+        },
+        user.as_bytes(),
+        sip::digest::Credential::Password(password.as_bytes()),
+        b"e2ecnonce",
+        1,
+    )
+    .unwrap();
+    sock.send_to(
+        req(2, &format!("Authorization: {auth}\r\n")).as_bytes(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    sip::Message::parse(&buf[..n]).unwrap().status().unwrap()
+}
+
+#[test]
+fn registrations_survive_a_restart_and_bad_passwords_are_refused() {
+    let app = Appliance::start_with("restart", None, TENANT);
+    assert_eq!(app.restored, 0);
+    assert_eq!(
+        register_by_hand(app.port, "bob", "bob-pw-2", "r1", "sip:bob@192.0.2.7:5060"),
+        200
+    );
+    assert_eq!(
+        register_by_hand(app.port, "alice", "wrong", "r2", "sip:alice@192.0.2.8:5060"),
+        403
+    );
+    let summary = app.stop();
+    assert_eq!(
+        summary_count(&summary, "register_auth_failures"),
+        1,
+        "{summary}"
+    );
+    assert_eq!(summary_count(&summary, "registered_aors"), 1, "{summary}");
+    // Same store, new process: bob's binding is back.
+    let app = Appliance::start_with("restart", None, TENANT);
+    assert_eq!(
+        app.restored, 1,
+        "bob's registration restored from the store"
+    );
+    let summary = app.stop();
+    assert_eq!(summary_count(&summary, "registered_aors"), 1, "{summary}");
 }
