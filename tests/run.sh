@@ -34,6 +34,7 @@ SYSTEM_PACKAGES=(
     iproute2         # ip netns / veth topologies
     procps           # pgrep/pkill/ps for process checks
     rtpengine-daemon # the RTP anchor: trunkbench relay runs it side by side
+    baresip-core     # a real softphone registering through trunkline up
     util-linux       # taskset (pins the anchor), nsenter (runs inside a test namespace)
 )
 # ---------------------------------------------------------------------------------------

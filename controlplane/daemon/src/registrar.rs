@@ -52,9 +52,10 @@ pub struct RegistrarConfig {
     pub max_contacts: usize,
     /// Key for the stateless nonces (≥ 16 bytes, random per installation).
     pub secret: Vec<u8>,
-    /// Digest algorithms challenged with, one WWW-Authenticate each, in this order. MD5
-    /// comes first by default: many phones (and sipp) answer only the first challenge and
-    /// give up when it is not MD5.
+    /// Digest algorithms challenged with, one WWW-Authenticate each, in this order. The
+    /// default offers MD5 then SHA-256 (RFC 8760); `trunkline up` offers MD5 alone unless
+    /// configured otherwise, because some phones refuse a 401 with a challenge they cannot
+    /// compute.
     pub algorithms: Vec<digest::Algorithm>,
 }
 

@@ -506,3 +506,89 @@ fn registrations_survive_a_restart_and_bad_passwords_are_refused() {
     let summary = app.stop();
     assert_eq!(summary_count(&summary, "registered_aors"), 1, "{summary}");
 }
+
+/// A real softphone: baresip (libre's SIP stack) registers as alice through the digest
+/// challenge, then unregisters when it quits.
+#[test]
+fn baresip_registers_and_unregisters() {
+    if Command::new("baresip").arg("-h").output().is_err() {
+        // tests/run.sh installs baresip-core: in CI its absence is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "baresip not installed in CI"
+        );
+        eprintln!("SKIP: baresip not installed (apt-get install baresip-core)");
+        return;
+    }
+    let app = Appliance::start_with("baresip", None, TENANT);
+    let dir = std::env::temp_dir().join(format!("trunkline-e2e-{}-baresip-ua", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!(
+            "<sip:alice@127.0.0.1:{}>;auth_pass=alice-pw-1;regint=600;audio_codecs=PCMU\n",
+            app.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\nmodule stdio.so\n\
+             module g711.so\nmodule account.so\nmodule_app menu.so\naudio_player none\n\
+             audio_source none\n",
+            free_udp_port()
+        ),
+    )
+    .unwrap();
+    let mut ua = Command::new("baresip")
+        .arg("-f")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(ua.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    let registered = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("200 OK") && l.contains("alice@127.0.0.1") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    // `q` quits; baresip unregisters on the way out.
+    let _ = ua.stdin.take().unwrap().write_all(b"q\n");
+    let waited = std::time::Instant::now();
+    while ua.try_wait().unwrap().is_none() && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = ua.kill();
+    let _ = ua.wait();
+    assert!(registered, "baresip did not register:\n{}", seen.join("\n"));
+    let summary = app.stop();
+    assert!(
+        summary_count(&summary, "register_challenges") >= 1,
+        "{summary}"
+    );
+    assert!(
+        summary_count(&summary, "registered") >= 2,
+        "register and unregister: {summary}"
+    );
+    assert_eq!(
+        summary_count(&summary, "register_auth_failures"),
+        0,
+        "{summary}"
+    );
+    assert_eq!(summary_count(&summary, "registered_aors"), 0, "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
