@@ -592,3 +592,57 @@ fn baresip_registers_and_unregisters() {
     assert_eq!(summary_count(&summary, "registered_aors"), 0, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A flood of REGISTERs with wrong passwords (and of unauthenticated ones) does not keep a
+/// legitimate phone from registering; every bad answer is counted.
+#[test]
+fn register_flood_with_bad_passwords_leaves_real_phones_registering() {
+    let app = Appliance::start_with("flood", None, TENANT);
+    let port = app.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                // Bounded: at most 2,000 attempts or until told to stop.
+                while n < 2_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = register_by_hand(
+                        port,
+                        "alice",
+                        "guess",
+                        &format!("flood{t}-{n}"),
+                        "sip:alice@198.51.100.1:5060",
+                    );
+                    assert_eq!(status, 403);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        assert_eq!(
+            register_by_hand(
+                port,
+                "bob",
+                "bob-pw-2",
+                &format!("legit{i}"),
+                "sip:bob@192.0.2.7:5060"
+            ),
+            200,
+            "bob registers during the flood"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts: u32 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    let summary = app.stop();
+    assert_eq!(
+        summary_count(&summary, "register_auth_failures"),
+        u64::from(attempts),
+        "{summary}"
+    );
+    assert_eq!(summary_count(&summary, "registered"), 5, "{summary}");
+    assert_eq!(summary_count(&summary, "registered_aors"), 1, "{summary}");
+}
