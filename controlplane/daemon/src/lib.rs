@@ -7,5 +7,6 @@
 pub mod api;
 pub mod daemon;
 pub mod media;
+pub mod proxy;
 pub mod registrar;
 pub mod store;

@@ -213,6 +213,16 @@ impl Registrar {
         n
     }
 
+    /// The address of record `user@domain` for a Request-URI's user and host, when the host
+    /// is a served domain and the user one of its subscribers.
+    pub fn aor_for(&self, user: &[u8], host: &[u8]) -> Option<String> {
+        let t = &self.tenants[self.tenant_index(host)?].tenant;
+        let user = text(user);
+        t.subscribers
+            .contains_key(&user)
+            .then(|| format!("{user}@{}", t.domain))
+    }
+
     /// The live bindings of `aor` (`user@domain`), highest q first.
     pub fn lookup(&self, aor: &str, now: u64) -> Vec<Binding> {
         let mut v: Vec<Binding> = self

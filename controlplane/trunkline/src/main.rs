@@ -12,6 +12,7 @@
 //! `trunkline-controlplane` binaries).
 
 mod config;
+mod media_client;
 mod planes;
 mod registry;
 mod responder;
@@ -165,18 +166,32 @@ fn up(cfg: &config::Config) -> ExitCode {
         None => println!("media plane off (media.enabled = false)"),
     }
     println!(
-        "This build registers phones (REGISTER with digest auth) and answers SIP OPTIONS (200), \
-         malformed requests (400/505 naming the defect), unsupported URI schemes (416) and \
-         extensions (420); calls get 501 until the proxy lands. Media sessions are created \
-         through the media API.\nready"
+        "This build registers phones (REGISTER with digest auth), proxies calls between \
+         registered subscribers with their media relayed by the dataplane, and answers SIP \
+         OPTIONS (200), malformed requests (400/505 naming the defect), unsupported URI schemes \
+         (416) and extensions (420).\nready"
     );
     let mut threads = Vec::new();
     for s in sockets {
         let stop = Arc::clone(&stop);
         let counters = Arc::clone(&counters);
         let registrar = Some(Arc::clone(&registry.registrar));
+        let me = s
+            .local_addr()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 5060).into());
+        let media_ip = if cfg.media.address.is_unspecified() {
+            me.ip()
+        } else {
+            cfg.media.address
+        };
+        let calls = Some(responder::Calls {
+            proxy: controlplane::proxy::Proxy::new(me),
+            media: media
+                .as_ref()
+                .map(|m| media_client::MediaClient::new(m.api.clone(), media_ip)),
+        });
         threads.push(std::thread::spawn(move || {
-            responder::serve_udp(s, stop, counters, registrar)
+            responder::serve_udp(s, stop, counters, registrar, calls)
         }));
     }
     let mut code = ExitCode::SUCCESS;
@@ -201,9 +216,21 @@ fn up(cfg: &config::Config) -> ExitCode {
             stop.store(true, Ordering::Relaxed);
         }
     }
+    let mut proxy = controlplane::proxy::ProxyStats::default();
     for t in threads {
         match t.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(s)) => {
+                if let Some(s) = s {
+                    proxy.calls += s.calls;
+                    proxy.answered += s.answered;
+                    proxy.refused += s.refused;
+                    proxy.ended += s.ended;
+                    proxy.in_dialog += s.in_dialog;
+                    proxy.stray += s.stray;
+                    proxy.acks_absorbed += s.acks_absorbed;
+                    proxy.media_errors += s.media_errors;
+                }
+            }
             Ok(Err(e)) => {
                 eprintln!("trunkline: listener failed: {e}");
                 stop.store(true, Ordering::Relaxed);
@@ -220,8 +247,17 @@ fn up(cfg: &config::Config) -> ExitCode {
     // Dropping the registry commits the last location changes.
     drop(registry);
     println!(
-        "stopped: {} {registrations} control_plane_restarts={restarts}",
-        counters.summary()
+        "stopped: {} {registrations} calls={} calls_answered={} calls_refused={} calls_ended={} \
+         in_dialog={} stray={} acks_absorbed={} media_errors={} control_plane_restarts={restarts}",
+        counters.summary(),
+        proxy.calls,
+        proxy.answered,
+        proxy.refused,
+        proxy.ended,
+        proxy.in_dialog,
+        proxy.stray,
+        proxy.acks_absorbed,
+        proxy.media_errors
     );
     code
 }

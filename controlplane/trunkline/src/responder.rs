@@ -13,7 +13,79 @@ use sip::{HeaderName, Message, Method, ParseError, Scheme};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use controlplane::proxy::{MediaAnchor, Out, Proxy};
+
+use crate::media_client::MediaClient;
+
+/// The proxy of one listener with its media-API client.
+#[derive(Debug)]
+pub struct Calls {
+    /// The proxy.
+    pub proxy: Proxy,
+    /// The media plane, when it runs.
+    pub media: Option<MediaClient>,
+}
+
+impl Calls {
+    fn sweep(&mut self) {
+        let mut none = NoMedia;
+        let m: &mut dyn MediaAnchor = match self.media.as_mut() {
+            Some(m) => m,
+            None => &mut none,
+        };
+        self.proxy.sweep(Instant::now(), m);
+    }
+
+    /// Hands one call-related datagram to the proxy; returns what to send where.
+    fn handle(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        seq: u64,
+        registrar: &Mutex<Registrar>,
+    ) -> Out {
+        let Ok(msg) = Message::parse(datagram) else {
+            return Out::new();
+        };
+        let media = self.media.as_mut().map(|m| m as &mut dyn MediaAnchor);
+        if msg.is_request() {
+            let Ok(r) = registrar.lock() else {
+                return Out::new();
+            };
+            let unix = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let mut tag_buf = [0u8; 16];
+            let tag = hex_tag(seq, &mut tag_buf);
+            self.proxy
+                .on_request(&msg, from, &r, media, Instant::now(), unix, tag)
+        } else {
+            self.proxy.on_response(&msg, from, media, Instant::now())
+        }
+    }
+}
+
+/// No media plane: nothing to delete.
+struct NoMedia;
+
+impl MediaAnchor for NoMedia {
+    fn create(
+        &mut self,
+        _: &controlplane::proxy::LegMedia,
+    ) -> Result<controlplane::proxy::Anchor, String> {
+        Err("no media plane".into())
+    }
+    fn set_callee(&mut self, _: u64, _: &controlplane::proxy::LegMedia) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_caller(&mut self, _: u64, _: &controlplane::proxy::LegMedia) -> Result<(), String> {
+        Ok(())
+    }
+    fn delete(&mut self, _: u64) {}
+}
 
 /// What happened to each datagram.
 #[derive(Debug, Default)]
@@ -57,16 +129,50 @@ impl Counters {
 const ALLOW: &[u8] = b"REGISTER, OPTIONS, ACK, CANCEL";
 const SERVER: &[u8] = concat!("Trunkline/", env!("CARGO_PKG_VERSION")).as_bytes();
 
-/// Decides the answer to one datagram from `source`; writes it into `out` and returns true
-/// when there is one. REGISTER goes to `registrar` (501 without one).
+/// What [`answer`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// `out` holds the answer for the source.
+    Reply,
+    /// Nothing to send.
+    Nothing,
+    /// A call-related request or a response: the proxy's business.
+    Proxy,
+}
+
+/// Decides the answer to one datagram from `source`; writes it into `out` for
+/// [`Decision::Reply`]. REGISTER goes to `registrar` (501 without one); with `proxy` on,
+/// calls and responses are left to the proxy.
 pub fn answer(
     datagram: &[u8],
     source: SocketAddr,
     tag_seq: u64,
     counters: &Counters,
     registrar: Option<&Mutex<Registrar>>,
+    proxy: bool,
+    out: &mut Vec<u8>,
+) -> Decision {
+    if answer_inner(datagram, source, tag_seq, counters, registrar, proxy, out) {
+        if out.is_empty() {
+            Decision::Proxy
+        } else {
+            Decision::Reply
+        }
+    } else {
+        Decision::Nothing
+    }
+}
+
+fn answer_inner(
+    datagram: &[u8],
+    source: SocketAddr,
+    tag_seq: u64,
+    counters: &Counters,
+    registrar: Option<&Mutex<Registrar>>,
+    proxy: bool,
     out: &mut Vec<u8>,
 ) -> bool {
+    out.clear();
     if datagram.iter().all(|&b| b == b'\r' || b == b'\n') {
         counters.keepalives.fetch_add(1, Ordering::Relaxed);
         return false;
@@ -76,6 +182,9 @@ pub fn answer(
         Err(e) => return malformed(datagram, e, counters, out),
     };
     let Some(method) = msg.method() else {
+        if proxy {
+            return true; // a response: the proxy routes it back (out stays empty)
+        }
         counters.absorbed.fetch_add(1, Ordering::Relaxed);
         return false;
     };
@@ -88,6 +197,7 @@ pub fn answer(
             .header(HeaderName::Server, SERVER)
     };
     match method {
+        Method::Ack if proxy => return true,
         Method::Ack => {
             counters.absorbed.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -99,7 +209,10 @@ pub fn answer(
         {
             reject(416, b"Unsupported URI Scheme").write(out);
         }
-        _ if msg.header(HeaderName::Require).is_some() => {
+        // A proxy does not look at Require on what it forwards (RFC 3261 §16.3).
+        _ if msg.header(HeaderName::Require).is_some()
+            && (!proxy || matches!(method, Method::Register | Method::Options)) =>
+        {
             // No extension is supported yet: list every required tag as unsupported.
             let req = msg.header(HeaderName::Require).unwrap_or_default();
             reject(420, b"Bad Extension")
@@ -115,7 +228,6 @@ pub fn answer(
                 .header(HeaderName::Server, SERVER)
                 .write(out);
         }
-        Method::Cancel => reject(481, b"Call/Transaction Does Not Exist").write(out),
         Method::Register if registrar.is_some() => {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -127,6 +239,8 @@ pub fn answer(
                 reject(500, b"Registrar Unavailable").write(out);
             }
         }
+        _ if proxy => return true,
+        Method::Cancel => reject(481, b"Call/Transaction Does Not Exist").write(out),
         _ => reject(501, b"Not Implemented")
             .header(HeaderName::Allow, ALLOW)
             .write(out),
@@ -166,12 +280,20 @@ pub fn serve_udp(
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     registrar: Option<Arc<Mutex<Registrar>>>,
-) -> std::io::Result<()> {
+    mut calls: Option<Calls>,
+) -> std::io::Result<Option<controlplane::proxy::ProxyStats>> {
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
     let mut seq: u64 = 0;
+    let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(c) = calls.as_mut() {
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                c.sweep();
+            }
+        }
         let (n, from): (usize, SocketAddr) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
             Err(e)
@@ -189,22 +311,35 @@ pub fn serve_udp(
         };
         counters.received.fetch_add(1, Ordering::Relaxed);
         seq += 1;
-        if answer(
+        match answer(
             &buf[..n],
             from,
             seq,
             &counters,
             registrar.as_deref(),
+            calls.is_some(),
             &mut out,
         ) {
             // Responses go back to the source address and port (RFC 3581 symmetric response
             // routing): correct behind NAT and for every loopback peer.
-            if sock.send_to(&out, from).is_err() {
-                counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            Decision::Reply => {
+                if sock.send_to(&out, from).is_err() {
+                    counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Decision::Nothing => {}
+            Decision::Proxy => {
+                if let (Some(c), Some(r)) = (calls.as_mut(), registrar.as_deref()) {
+                    for (to, bytes) in c.handle(&buf[..n], from, seq, r) {
+                        if sock.send_to(&bytes, to).is_err() {
+                            counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
         }
     }
-    Ok(())
+    Ok(calls.map(|c| c.proxy.stats()))
 }
 
 #[cfg(test)]
@@ -225,7 +360,7 @@ mod tests {
         // Read the status line directly: a 505 copies the peer's SIP/7.0 Via, which our own
         // parser rightly refuses.
         let from = SocketAddr::from(([127, 0, 0, 1], 5060));
-        answer(bytes, from, 1, &c, None, &mut out).then(|| {
+        (answer(bytes, from, 1, &c, None, false, &mut out) == Decision::Reply).then(|| {
             assert!(
                 out.starts_with(b"SIP/2.0 "),
                 "{}",
