@@ -527,6 +527,10 @@ impl Proxy {
     ) -> Out {
         let mut out = Out::new();
         let branch = branch_of(msg);
+        if msg.cseq_method() == Method::Cancel {
+            // The callee's answer to our CANCEL: the caller's CANCEL was answered here.
+            return out;
+        }
         let Some(&(dest, _)) = self.pending.get(&branch) else {
             self.stats.stray += 1;
             return out;

@@ -223,14 +223,15 @@ impl Registrar {
             .then(|| format!("{user}@{}", t.domain))
     }
 
-    /// The live bindings of `aor` (`user@domain`), highest q first.
+    /// The live bindings of `aor` (`user@domain`), highest q first, the most recently
+    /// refreshed first among equals (the likeliest to be alive).
     pub fn lookup(&self, aor: &str, now: u64) -> Vec<Binding> {
         let mut v: Vec<Binding> = self
             .location
             .get(aor)
             .map(|b| b.iter().filter(|b| b.expires_at > now).cloned().collect())
             .unwrap_or_default();
-        v.sort_by_key(|b| std::cmp::Reverse(b.q_millis));
+        v.sort_by_key(|b| std::cmp::Reverse((b.q_millis, b.expires_at)));
         v
     }
 

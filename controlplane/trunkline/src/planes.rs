@@ -35,7 +35,21 @@ impl Plane {
     fn start(exe: &Path, role: &'static str, args: &[String]) -> Result<(Plane, String), String> {
         // Own process group: a Ctrl-C at the terminal reaches `up` alone, which stops the
         // planes in order (control plane first).
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // If `up` itself dies (SIGKILL), its planes follow rather than linger holding the
+        // media ports and the region; a clean stop is ordered by `stop` instead.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+        // parent; it runs in the child between fork and exec.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .process_group(0)
             .arg(role)
             .args(args)

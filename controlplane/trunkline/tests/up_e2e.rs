@@ -902,3 +902,211 @@ fn sipp_calls_through_the_proxy() {
     assert_eq!(summary_count(&summary, "calls_ended"), 20, "{summary}");
     assert_eq!(summary_count(&summary, "media_errors"), 0, "{summary}");
 }
+
+/// A baresip UA with its stdin and a channel of its output lines.
+struct Baresip {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Baresip {
+    /// Starts baresip as `user` of the appliance on `sip_port`, auto-answering, sending a
+    /// 440 Hz tone from an 8 kHz WAV, RTP ports in `rtp`.
+    fn start(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        sip_port: u16,
+        rtp: (u16, u16),
+        wav: &Path,
+    ) -> Baresip {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!(
+                "<sip:{user}@127.0.0.1:{sip_port}>;auth_pass={password};regint=600;\
+                 audio_codecs=PCMU;answermode=auto\n"
+            ),
+        )
+        .unwrap();
+        // libre listens on UDP and TCP at the port and TLS one above: keep both free.
+        let listen = loop {
+            let p = free_udp_port();
+            if p < 65_000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "sip_listen 127.0.0.1:{listen}\nmodule_path /usr/lib/baresip/modules\n\
+                 module stdio.so\nmodule g711.so\nmodule aufile.so\nmodule account.so\n\
+                 module_app menu.so\naudio_player none\naudio_source aufile,{}\n\
+                 audio_alert none\nrtp_ports {}-{}\n",
+                wav.display(),
+                rtp.0,
+                rtp.1
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Baresip {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to 15 s for an output line containing `what`.
+    fn wait_for(&mut self, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return,
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("baresip: no {what:?} in:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(cmd.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+
+    fn quit(mut self) {
+        let _ = self.command_quietly("q");
+        let t = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn command_quietly(&mut self, cmd: &str) -> std::io::Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or(std::io::ErrorKind::BrokenPipe)?;
+        stdin.write_all(cmd.as_bytes())?;
+        stdin.write_all(b"\n")
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two real softphones: baresip alice calls baresip bob through `trunkline up`; bob
+/// answers, audio flows both ways through the dataplane, alice hangs up.
+#[test]
+fn baresip_calls_baresip_with_media_through_the_dataplane() {
+    if Command::new("baresip").arg("-h").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "baresip not installed in CI"
+        );
+        eprintln!("SKIP: baresip not installed (apt-get install baresip-core)");
+        return;
+    }
+    let app = Appliance::start_with("baresip-call", Some((31_500, 31_599)), TENANT);
+    let api = app.api.clone().unwrap();
+    let dir = std::env::temp_dir().join(format!("trunkline-e2e-{}-bcall", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 20 s of a 440 Hz tone, 8 kHz mono 16-bit.
+    let wav = dir.join("tone.wav");
+    let n = 8_000 * 20u32;
+    let mut w = Vec::with_capacity(44 + 2 * n as usize);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&8_000u32.to_le_bytes());
+    w.extend_from_slice(&16_000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(2 * n).to_le_bytes());
+    for i in 0..n {
+        let v =
+            (8_000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8_000.0).sin()) as i16;
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&wav, w).unwrap();
+
+    let mut bob = Baresip::start(
+        &dir.join("bob"),
+        "bob",
+        "bob-pw-2",
+        app.port,
+        (30_900, 30_999),
+        &wav,
+    );
+    bob.wait_for("200 OK");
+    let mut alice = Baresip::start(
+        &dir.join("alice"),
+        "alice",
+        "alice-pw-1",
+        app.port,
+        (30_800, 30_899),
+        &wav,
+    );
+    alice.wait_for("200 OK");
+    alice.command(&format!("d sip:bob@127.0.0.1:{}", app.port));
+    bob.wait_for("Call established");
+    alice.wait_for("Call established");
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = api_call(&api, r#"{"op":"list"}"#);
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{listed}");
+    let id = sessions[0]["id"].as_u64().unwrap();
+    let st = api_call(&api, &format!(r#"{{"op":"stats","id":{id}}}"#));
+    let a = st["stats"]["a"]["packets"].as_u64().unwrap();
+    let b = st["stats"]["b"]["packets"].as_u64().unwrap();
+    assert!(
+        a >= 50 && b >= 50,
+        "audio both ways through the relay: {st}"
+    );
+    alice.command("b");
+    bob.wait_for("terminated");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        api_call(&api, r#"{"op":"list"}"#)["sessions"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "media session ended with the call"
+    );
+    alice.quit();
+    bob.quit();
+    let summary = app.stop();
+    assert_eq!(summary_count(&summary, "calls"), 1, "{summary}");
+    assert_eq!(summary_count(&summary, "calls_answered"), 1, "{summary}");
+    assert_eq!(summary_count(&summary, "calls_ended"), 1, "{summary}");
+    assert_eq!(summary_count(&summary, "media_errors"), 0, "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
