@@ -1110,3 +1110,114 @@ fn baresip_calls_baresip_with_media_through_the_dataplane() {
     assert_eq!(summary_count(&summary, "media_errors"), 0, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Busy and cancelled calls: bob answers 486, then alice cancels a ringing call. Each time
+/// the proxy sends the hop-by-hop ACK to bob, the caller gets the final response, and the
+/// media session is gone.
+#[test]
+fn busy_and_cancelled_calls_end_their_media() {
+    let app = Appliance::start_with("busy", Some((31_600, 31_699)), TENANT);
+    let api = app.api.clone().unwrap();
+    let proxy = ("127.0.0.1", app.port);
+    let bob_sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let alice_sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let alice_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&bob_sip, &alice_sip] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    let bob_contact = format!("sip:bob@{}", bob_sip.local_addr().unwrap());
+    assert_eq!(
+        register_by_hand(app.port, "bob", "bob-pw-2", "reg-bob2", &bob_contact),
+        200
+    );
+    let a = alice_sip.local_addr().unwrap();
+    let offer = sdp(alice_rtp.local_addr().unwrap());
+    let invite = |call_id: &str| {
+        format!(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{call_id};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al2\r\nTo: <sip:bob@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{a}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        )
+    };
+    let sessions = || {
+        api_call(&api, r#"{"op":"list"}"#)["sessions"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // 486 Busy Here.
+    alice_sip
+        .send_to(invite("busy1").as_bytes(), proxy)
+        .unwrap();
+    let (inv, via_proxy) = recv_until(&bob_sip, "INVITE ");
+    assert_eq!(sessions(), 1, "media anchored before the offer left");
+    let inv_msg = sip::Message::parse(&inv).unwrap();
+    let mut busy = Vec::new();
+    sip::edit::ResponseBuilder::new(&inv_msg, 486, b"Busy Here")
+        .to_tag(b"b486")
+        .write(&mut busy);
+    bob_sip.send_to(&busy, via_proxy).unwrap();
+    let (ack, _) = recv_until(&bob_sip, "ACK ");
+    let ack = sip::Message::parse(&ack).unwrap();
+    assert_eq!(
+        ack.top_via().branch(),
+        inv_msg.top_via().branch(),
+        "ACK in the INVITE's transaction"
+    );
+    assert_eq!(ack.to_tag(), Some(&b"b486"[..]));
+    assert!(recv_until(&alice_sip, "SIP/2.0 486")
+        .0
+        .starts_with(b"SIP/2.0 486"));
+    assert_eq!(sessions(), 0, "media ended with the failed call");
+
+    // CANCEL while ringing.
+    alice_sip
+        .send_to(invite("cancel1").as_bytes(), proxy)
+        .unwrap();
+    let (inv, via_proxy) = recv_until(&bob_sip, "INVITE ");
+    let inv_msg = sip::Message::parse(&inv).unwrap();
+    let mut ringing = Vec::new();
+    sip::edit::ResponseBuilder::new(&inv_msg, 180, b"Ringing")
+        .to_tag(b"bc")
+        .write(&mut ringing);
+    bob_sip.send_to(&ringing, via_proxy).unwrap();
+    recv_until(&alice_sip, "SIP/2.0 180");
+    let cancel = format!(
+        "CANCEL sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-cancel1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al2\r\nTo: <sip:bob@127.0.0.1>\r\n\
+         Call-ID: cancel1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    alice_sip.send_to(cancel.as_bytes(), proxy).unwrap();
+    let (ok, _) = recv_until(&alice_sip, "SIP/2.0 200");
+    assert_eq!(
+        sip::Message::parse(&ok).unwrap().cseq_method(),
+        sip::Method::Cancel
+    );
+    let (fwd_cancel, _) = recv_until(&bob_sip, "CANCEL ");
+    let fwd_cancel = sip::Message::parse(&fwd_cancel).unwrap();
+    assert_eq!(
+        fwd_cancel.top_via().branch(),
+        inv_msg.top_via().branch(),
+        "CANCEL matches our INVITE"
+    );
+    let mut c200 = Vec::new();
+    sip::edit::ResponseBuilder::new(&fwd_cancel, 200, b"OK").write(&mut c200);
+    bob_sip.send_to(&c200, via_proxy).unwrap();
+    let mut terminated = Vec::new();
+    sip::edit::ResponseBuilder::new(&inv_msg, 487, b"Request Terminated")
+        .to_tag(b"bc")
+        .write(&mut terminated);
+    bob_sip.send_to(&terminated, via_proxy).unwrap();
+    recv_until(&bob_sip, "ACK ");
+    assert!(recv_until(&alice_sip, "SIP/2.0 487")
+        .0
+        .starts_with(b"SIP/2.0 487"));
+    assert_eq!(sessions(), 0, "media ended with the cancelled call");
+    let summary = app.stop();
+    assert_eq!(summary_count(&summary, "calls"), 2, "{summary}");
+    assert_eq!(summary_count(&summary, "calls_answered"), 0, "{summary}");
+    assert_eq!(summary_count(&summary, "stray"), 0, "{summary}");
+}
