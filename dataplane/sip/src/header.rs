@@ -46,28 +46,29 @@ macro_rules! header_names {
             }
 
             /// Looks a name up case-insensitively, compact forms included.
+            #[inline]
             pub fn from_bytes(name: &[u8]) -> HeaderName {
                 match name.len() {
                     0 => return HeaderName::Other,
                     1 => return Self::from_compact(name[0]),
                     _ => {}
                 }
-                // One probe of a table keyed on length, first and last byte, then one
-                // case-insensitive compare, instead of comparing against every name.
+                // One probe of a collision-free table (hashed on the words the compare
+                // reads anyway), then one case-insensitive compare of three words, instead of
+                // comparing against every name.
                 if name.len() > NAME_KEY_BYTES {
                     return HeaderName::Other;
                 }
-                let mut slot = name_slot(name);
-                loop {
-                    let entry = NAME_TABLE[slot];
-                    if entry == 0 {
-                        return HeaderName::Other;
-                    }
-                    let key = &NAME_KEYS[usize::from(entry - 1)];
-                    if usize::from(key.len) == name.len() && key.matches(name) {
-                        return KNOWN_NAMES[usize::from(entry - 1)].0;
-                    }
-                    slot = (slot + 1) % NAME_TABLE.len();
+                let words = name_words(name);
+                let entry = NAME_TABLE[name_hash(&words, name.len(), NAME_HASH_MUL)];
+                if entry == 0 {
+                    return HeaderName::Other;
+                }
+                let key = &NAME_KEYS[usize::from(entry - 1)];
+                if usize::from(key.len) == name.len() && key.matches(&words) {
+                    key.name
+                } else {
+                    HeaderName::Other
                 }
             }
         }
@@ -80,77 +81,115 @@ macro_rules! header_names {
 /// Longest known name, rounded up to whole 8-byte words.
 const NAME_KEY_BYTES: usize = 24;
 
-/// A known name prepared for a case-insensitive compare eight bytes at a time: `lower` is
-/// the name in lower case and `mask` has 0x20 on its letters, so a candidate byte `b`
-/// matches exactly when `b | mask == lower` (only a letter's two cases pass; every other
-/// byte must be equal).
+/// A known name prepared for a case-insensitive compare a word at a time. A name of length
+/// `n` is read as three little-endian words (see [`name_words`]): its first `w` bytes, bytes
+/// 8..16 (names over 16 bytes only, else 0) and its last `w` bytes, overlapping where the name
+/// is short, with `w` = 8 for `n >= 8`, 4 for `n >= 4`, else 2. `lower` holds those words of
+/// the name in lower case and `mask` has 0x20 on their letters, so a candidate word `x`
+/// matches exactly when `x | mask == lower` (only a letter's two cases pass; every other byte
+/// must be equal).
 struct NameKey {
-    lower: [u8; NAME_KEY_BYTES],
-    mask: [u8; NAME_KEY_BYTES],
+    name: HeaderName,
     len: u8,
+    lower: [u64; 3],
+    mask: [u64; 3],
 }
 
 impl NameKey {
-    /// `name` (of length `self.len`) equals this name, ignoring ASCII case. Whole words
-    /// where the name allows (the last one overlapping the one before), so no byte loop.
-    #[inline]
-    fn matches(&self, name: &[u8]) -> bool {
-        let n = name.len();
-        let at = |i: usize| (load8(name, i) | load8(&self.mask, i)) ^ load8(&self.lower, i);
-        let at4 = |i: usize| (load4(name, i) | load4(&self.mask, i)) ^ load4(&self.lower, i);
-        if n >= 8 {
-            let mut diff = at(n - 8);
-            let mut i = 0;
-            while i + 8 < n {
-                diff |= at(i);
-                i += 8;
-            }
-            diff == 0
-        } else if n >= 4 {
-            at4(0) | at4(n - 4) == 0
-        } else {
-            (0..n).all(|j| name[j] | self.mask[j] == self.lower[j])
-        }
+    /// A candidate of length `self.len`, read by [`name_words`], equals this name ignoring
+    /// ASCII case.
+    #[inline(always)]
+    fn matches(&self, words: &[u64; 3]) -> bool {
+        let diff = |i: usize| (words[i] | self.mask[i]) ^ self.lower[i];
+        diff(0) | diff(1) | diff(2) == 0
     }
 }
 
-/// The eight bytes of `s` at `at` as a little-endian word (0 past the end: callers stay
-/// in bounds).
-#[inline]
-fn load8(s: &[u8], at: usize) -> u64 {
-    s.get(at..at + 8)
+/// The three words [`NameKey`] compares, for a name of 2 to [`NAME_KEY_BYTES`] bytes.
+#[inline(always)]
+fn name_words(name: &[u8]) -> [u64; 3] {
+    let n = name.len();
+    let mid = name
+        .get(8..16)
+        .filter(|_| n > 16)
         .and_then(|w| w.first_chunk::<8>())
-        .map_or(0, |w| u64::from_le_bytes(*w))
+        .map_or(0, |w| u64::from_le_bytes(*w));
+    let (head, tail) = if n >= 8 {
+        (
+            name.first_chunk::<8>()
+                .map_or(0, |w| u64::from_le_bytes(*w)),
+            name.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
+        )
+    } else if n >= 4 {
+        (
+            name.first_chunk::<4>()
+                .map_or(0, |w| u64::from(u32::from_le_bytes(*w))),
+            name.last_chunk::<4>()
+                .map_or(0, |w| u64::from(u32::from_le_bytes(*w))),
+        )
+    } else {
+        (
+            name.first_chunk::<2>()
+                .map_or(0, |w| u64::from(u16::from_le_bytes(*w))),
+            name.last_chunk::<2>()
+                .map_or(0, |w| u64::from(u16::from_le_bytes(*w))),
+        )
+    };
+    [head, mid, tail]
 }
 
-/// The four bytes of `s` at `at`, as [`load8`].
-#[inline]
-fn load4(s: &[u8], at: usize) -> u32 {
-    s.get(at..at + 4)
-        .and_then(|w| w.first_chunk::<4>())
-        .map_or(0, |w| u32::from_le_bytes(*w))
+/// [`name_words`] at compile time, over a byte array holding a name of length `n`.
+const fn const_words(bytes: &[u8; NAME_KEY_BYTES], n: usize) -> [u64; 3] {
+    let w = if n >= 8 {
+        8
+    } else if n >= 4 {
+        4
+    } else {
+        2
+    };
+    let mid = if n > 16 { const_word(bytes, 8, 8) } else { 0 };
+    [const_word(bytes, 0, w), mid, const_word(bytes, n - w, w)]
+}
+
+/// `len` bytes of `bytes` from `from` as a little-endian word, at compile time.
+const fn const_word(bytes: &[u8; NAME_KEY_BYTES], from: usize, len: usize) -> u64 {
+    let mut v = 0u64;
+    let mut j = 0;
+    while j < len {
+        v |= (bytes[from + j] as u64) << (8 * j);
+        j += 1;
+    }
+    v
 }
 
 const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
     let mut keys = [const {
         NameKey {
-            lower: [0; NAME_KEY_BYTES],
-            mask: [0; NAME_KEY_BYTES],
+            name: HeaderName::Other,
             len: 0,
+            lower: [0; 3],
+            mask: [0; 3],
         }
     }; KNOWN_NAMES.len()];
     let mut i = 0;
     while i < KNOWN_NAMES.len() {
         let name = KNOWN_NAMES[i].1;
-        assert!(name.len() <= NAME_KEY_BYTES);
+        assert!(name.len() >= 2 && name.len() <= NAME_KEY_BYTES);
+        let mut lower = [0u8; NAME_KEY_BYTES];
+        let mut mask = [0u8; NAME_KEY_BYTES];
         let mut j = 0;
         while j < name.len() {
             let b = name[j];
-            keys[i].lower[j] = b.to_ascii_lowercase();
-            keys[i].mask[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
+            lower[j] = b.to_ascii_lowercase();
+            mask[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
             j += 1;
         }
-        keys[i].len = name.len() as u8;
+        keys[i] = NameKey {
+            name: KNOWN_NAMES[i].0,
+            len: name.len() as u8,
+            lower: const_words(&lower, name.len()),
+            mask: const_words(&mask, name.len()),
+        };
         i += 1;
     }
     keys
@@ -158,33 +197,80 @@ const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
 
 static NAME_KEYS: [NameKey; KNOWN_NAMES.len()] = build_name_keys();
 
-/// Open-addressing table over [`KNOWN_NAMES`]: slot holds index + 1, 0 is empty. Four
-/// times the names, so probes are short; built at compile time.
-static NAME_TABLE: [u8; 256] = build_name_table();
+/// Slots of [`NAME_TABLE`]: eight times the names, so that a multiplier which puts every
+/// name in its own slot is found after a few dozen tries.
+const NAME_TABLE_SLOTS: usize = 512;
 
-/// The table slot a name hashes to. Case-insensitive for letters (`| 0x20`); other bytes
-/// must match exactly anyway, so folding them too only costs a rare extra probe.
-#[inline]
-const fn name_slot(name: &[u8]) -> usize {
-    let first = (name[0] | 0x20) as usize;
-    let last = (name[name.len() - 1] | 0x20) as usize;
-    (name.len() * 31 + first * 7 + last * 3) % 256
+/// The slot of a name of length `n` read as `words` ([`name_words`]). Case-insensitive for
+/// letters (`| 0x20` on every byte); other bytes must match exactly anyway, so folding them
+/// too only lets a non-name land on a name's slot, where the compare refuses it.
+#[inline(always)]
+const fn name_hash(words: &[u64; 3], n: usize, mul: u64) -> usize {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let x = (words[0] | FOLD) ^ (words[2] | FOLD).rotate_left(23) ^ (n as u64);
+    // The top nine bits: a slot below NAME_TABLE_SLOTS.
+    (x.wrapping_mul(mul) >> (64 - 9)) as usize
 }
 
-const fn build_name_table() -> [u8; 256] {
-    let mut table = [0u8; 256];
-    assert!(KNOWN_NAMES.len() < 255 && KNOWN_NAMES.len() * 2 < table.len());
+/// The words [`name_hash`] reads, of the canonical name `i` as written.
+const fn known_words(i: usize) -> [u64; 3] {
+    let name = KNOWN_NAMES[i].1;
+    let mut bytes = [0u8; NAME_KEY_BYTES];
+    let mut j = 0;
+    while j < name.len() {
+        bytes[j] = name[j];
+        j += 1;
+    }
+    const_words(&bytes, name.len())
+}
+
+/// True when `mul` sends every known name to its own slot.
+const fn hash_is_perfect(mul: u64) -> bool {
+    let mut used = [false; NAME_TABLE_SLOTS];
     let mut i = 0;
     while i < KNOWN_NAMES.len() {
-        let mut slot = name_slot(KNOWN_NAMES[i].1);
-        while table[slot] != 0 {
-            slot = (slot + 1) % 256;
+        let slot = name_hash(&known_words(i), KNOWN_NAMES[i].1.len(), mul);
+        if used[slot] {
+            return false;
         }
+        used[slot] = true;
+        i += 1;
+    }
+    true
+}
+
+/// The first odd multiplier of a fixed pseudo-random sequence for which [`name_hash`] is
+/// collision-free over [`KNOWN_NAMES`]; found at compile time, so adding a name can never
+/// make a lookup probe twice.
+const NAME_HASH_MUL: u64 = {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut tries = 0;
+    loop {
+        assert!(tries < 100_000, "no collision-free header-name hash");
+        let mul = seed | 1;
+        if hash_is_perfect(mul) {
+            break mul;
+        }
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        tries += 1;
+    }
+};
+
+/// Known name index + 1 by [`name_hash`] slot, 0 for an empty slot; built at compile time.
+static NAME_TABLE: [u8; NAME_TABLE_SLOTS] = {
+    assert!(KNOWN_NAMES.len() < 255);
+    let mut table = [0u8; NAME_TABLE_SLOTS];
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let slot = name_hash(&known_words(i), KNOWN_NAMES[i].1.len(), NAME_HASH_MUL);
+        assert!(table[slot] == 0);
         table[slot] = (i + 1) as u8;
         i += 1;
     }
     table
-}
+};
 
 header_names! {
     Via => "Via", b'v';
