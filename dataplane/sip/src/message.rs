@@ -760,7 +760,7 @@ fn validate<'a>(
                             return Err(bad(ValueError::TrailingGarbage));
                         }
                     } else {
-                        NameAddr::parse(el).map_err(bad)?;
+                        NameAddr::check(el).map_err(bad)?;
                     }
                 }
             }
@@ -769,8 +769,7 @@ fn validate<'a>(
                     if el.is_empty() {
                         return Err(bad(ValueError::EmptyListElement));
                     }
-                    let na = NameAddr::parse(el).map_err(bad)?;
-                    if !na.angle {
+                    if !NameAddr::check(el).map_err(bad)? {
                         // rec-route / route = name-addr: angle brackets are required.
                         return Err(bad(ValueError::BadAngleBrackets));
                     }
