@@ -190,9 +190,17 @@ pub(crate) fn span(class: &[bool; 256], s: &[u8], i: usize) -> usize {
 #[inline]
 pub(crate) fn span_to(class: &[bool; 256], s: &[u8], mut i: usize, end: usize) -> usize {
     let s = &s[..end];
-    while let Some(&[a, b, c, d]) = s.get(i..i + 4).and_then(|w| w.first_chunk::<4>()) {
-        if !(class[a as usize] & class[b as usize] & class[c as usize] & class[d as usize]) {
-            break;
+    while let Some(&[a, b, c, d]) = s.get(i..).and_then(|w| w.first_chunk::<4>()) {
+        let (a, b, c, d) = (
+            class[a as usize],
+            class[b as usize],
+            class[c as usize],
+            class[d as usize],
+        );
+        if !(a & b & c & d) {
+            // The run ends inside these four: count their leading matches rather than
+            // loading them again one by one.
+            return i + usize::from(a) + usize::from(a & b) + usize::from(a & b & c);
         }
         i += 4;
     }
@@ -249,16 +257,24 @@ pub(crate) fn escaped_class(s: &[u8], ok: fn(u8) -> bool) -> bool {
 
 /// Parses an unsigned decimal of at most `max` without overflow; `None` on empty, non-digit
 /// or out of range.
+#[inline]
 pub(crate) fn parse_u64_max(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
     let mut v: u64 = 0;
     for &b in s {
-        if !b.is_ascii_digit() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        // Each step starts from `v <= max`; below this bound `v * 10 + 9` cannot overflow,
+        // so the checked arithmetic is only needed for larger maxima (a constant per caller).
+        v = if max <= (u64::MAX - 9) / 10 {
+            v * 10 + u64::from(d)
+        } else {
+            v.checked_mul(10)?.checked_add(u64::from(d))?
+        };
         if v > max {
             return None;
         }
@@ -343,6 +359,18 @@ mod tests {
             prop_assert_eq!(find3(&s, b'\r', b'\n', b';'), s.iter().position(|&b| b == b'\r' || b == b'\n' || b == b';'));
             prop_assert_eq!(find2(&s, b'\r', b'\n'), s.iter().position(|&b| b == b'\r' || b == b'\n'));
             prop_assert_eq!(find1(&s, b';'), s.iter().position(|&b| b == b';'));
+        }
+
+        #[test]
+        fn parse_u64_max_matches_std(s in proptest::collection::vec(
+            prop_oneof![Just(b'0'), Just(b'9'), Just(b'5'), Just(b'+'), Just(b'/'), Just(b':')], 0..24),
+            max in prop_oneof![Just(255u64), Just(65_535), Just((1 << 31) - 1), Just(u64::MAX / 10), Just(u64::MAX), any::<u64>()]) {
+            let reference = if s.iter().all(u8::is_ascii_digit) {
+                std::str::from_utf8(&s).ok().and_then(|t| t.parse::<u64>().ok()).filter(|v| *v <= max)
+            } else {
+                None
+            };
+            prop_assert_eq!(parse_u64_max(&s, max), reference);
         }
 
         #[test]

@@ -303,7 +303,7 @@ impl<'m, 'a, 'e> Editor<'m, 'a, 'e> {
 
     /// Removes every line of the named header.
     pub fn remove_header(&mut self, name: HeaderName) {
-        let lines: SmallVec<[(u32, u32); 8]> = self
+        let lines: SmallVec<[(u16, u16); 8]> = self
             .msg
             .headers()
             .iter()
@@ -371,8 +371,8 @@ impl<'m, 'a, 'e> Editor<'m, 'a, 'e> {
                 .find(|h| h.name == HeaderName::ContentLength)
             {
                 Some(h) => edits.push(Edit {
-                    start: h.value_start,
-                    end: h.value_end,
+                    start: u32::from(h.value_start),
+                    end: u32::from(h.value_end),
                     before: b"",
                     piece,
                     after: b"",

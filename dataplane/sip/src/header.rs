@@ -46,28 +46,31 @@ macro_rules! header_names {
             }
 
             /// Looks a name up case-insensitively, compact forms included.
+            // Inlined into the header-line loop, where its chain of dependent loads (name,
+            // table, key) overlaps the scan of the next line instead of stalling a call.
+            #[inline(always)]
             pub fn from_bytes(name: &[u8]) -> HeaderName {
                 match name.len() {
                     0 => return HeaderName::Other,
                     1 => return Self::from_compact(name[0]),
                     _ => {}
                 }
-                // One probe of a table keyed on length, first and last byte, then one
-                // case-insensitive compare, instead of comparing against every name.
+                // One probe of a collision-free table (hashed on the words the compare
+                // reads anyway), then one case-insensitive compare of three words, instead of
+                // comparing against every name.
                 if name.len() > NAME_KEY_BYTES {
                     return HeaderName::Other;
                 }
-                let mut slot = name_slot(name);
-                loop {
-                    let entry = NAME_TABLE[slot];
-                    if entry == 0 {
-                        return HeaderName::Other;
-                    }
-                    let key = &NAME_KEYS[usize::from(entry - 1)];
-                    if usize::from(key.len) == name.len() && key.matches(name) {
-                        return KNOWN_NAMES[usize::from(entry - 1)].0;
-                    }
-                    slot = (slot + 1) % NAME_TABLE.len();
+                let words = name_words(name);
+                let entry = NAME_TABLE[name_hash(&words, name.len(), NAME_HASH_MUL)];
+                if entry == 0 {
+                    return HeaderName::Other;
+                }
+                let key = &NAME_KEYS[usize::from(entry - 1)];
+                if usize::from(key.len) == name.len() && key.matches(&words) {
+                    key.name
+                } else {
+                    HeaderName::Other
                 }
             }
         }
@@ -80,77 +83,115 @@ macro_rules! header_names {
 /// Longest known name, rounded up to whole 8-byte words.
 const NAME_KEY_BYTES: usize = 24;
 
-/// A known name prepared for a case-insensitive compare eight bytes at a time: `lower` is
-/// the name in lower case and `mask` has 0x20 on its letters, so a candidate byte `b`
-/// matches exactly when `b | mask == lower` (only a letter's two cases pass; every other
-/// byte must be equal).
+/// A known name prepared for a case-insensitive compare a word at a time. A name of length
+/// `n` is read as three little-endian words (see [`name_words`]): its first `w` bytes, bytes
+/// 8..16 (names over 16 bytes only, else 0) and its last `w` bytes, overlapping where the name
+/// is short, with `w` = 8 for `n >= 8`, 4 for `n >= 4`, else 2. `lower` holds those words of
+/// the name in lower case and `mask` has 0x20 on their letters, so a candidate word `x`
+/// matches exactly when `x | mask == lower` (only a letter's two cases pass; every other byte
+/// must be equal).
 struct NameKey {
-    lower: [u8; NAME_KEY_BYTES],
-    mask: [u8; NAME_KEY_BYTES],
+    name: HeaderName,
     len: u8,
+    lower: [u64; 3],
+    mask: [u64; 3],
 }
 
 impl NameKey {
-    /// `name` (of length `self.len`) equals this name, ignoring ASCII case. Whole words
-    /// where the name allows (the last one overlapping the one before), so no byte loop.
-    #[inline]
-    fn matches(&self, name: &[u8]) -> bool {
-        let n = name.len();
-        let at = |i: usize| (load8(name, i) | load8(&self.mask, i)) ^ load8(&self.lower, i);
-        let at4 = |i: usize| (load4(name, i) | load4(&self.mask, i)) ^ load4(&self.lower, i);
-        if n >= 8 {
-            let mut diff = at(n - 8);
-            let mut i = 0;
-            while i + 8 < n {
-                diff |= at(i);
-                i += 8;
-            }
-            diff == 0
-        } else if n >= 4 {
-            at4(0) | at4(n - 4) == 0
-        } else {
-            (0..n).all(|j| name[j] | self.mask[j] == self.lower[j])
-        }
+    /// A candidate of length `self.len`, read by [`name_words`], equals this name ignoring
+    /// ASCII case.
+    #[inline(always)]
+    fn matches(&self, words: &[u64; 3]) -> bool {
+        let diff = |i: usize| (words[i] | self.mask[i]) ^ self.lower[i];
+        diff(0) | diff(1) | diff(2) == 0
     }
 }
 
-/// The eight bytes of `s` at `at` as a little-endian word (0 past the end: callers stay
-/// in bounds).
-#[inline]
-fn load8(s: &[u8], at: usize) -> u64 {
-    s.get(at..at + 8)
+/// The three words [`NameKey`] compares, for a name of 2 to [`NAME_KEY_BYTES`] bytes.
+#[inline(always)]
+fn name_words(name: &[u8]) -> [u64; 3] {
+    let n = name.len();
+    let mid = name
+        .get(8..16)
+        .filter(|_| n > 16)
         .and_then(|w| w.first_chunk::<8>())
-        .map_or(0, |w| u64::from_le_bytes(*w))
+        .map_or(0, |w| u64::from_le_bytes(*w));
+    let (head, tail) = if n >= 8 {
+        (
+            name.first_chunk::<8>()
+                .map_or(0, |w| u64::from_le_bytes(*w)),
+            name.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w)),
+        )
+    } else if n >= 4 {
+        (
+            name.first_chunk::<4>()
+                .map_or(0, |w| u64::from(u32::from_le_bytes(*w))),
+            name.last_chunk::<4>()
+                .map_or(0, |w| u64::from(u32::from_le_bytes(*w))),
+        )
+    } else {
+        (
+            name.first_chunk::<2>()
+                .map_or(0, |w| u64::from(u16::from_le_bytes(*w))),
+            name.last_chunk::<2>()
+                .map_or(0, |w| u64::from(u16::from_le_bytes(*w))),
+        )
+    };
+    [head, mid, tail]
 }
 
-/// The four bytes of `s` at `at`, as [`load8`].
-#[inline]
-fn load4(s: &[u8], at: usize) -> u32 {
-    s.get(at..at + 4)
-        .and_then(|w| w.first_chunk::<4>())
-        .map_or(0, |w| u32::from_le_bytes(*w))
+/// [`name_words`] at compile time, over a byte array holding a name of length `n`.
+const fn const_words(bytes: &[u8; NAME_KEY_BYTES], n: usize) -> [u64; 3] {
+    let w = if n >= 8 {
+        8
+    } else if n >= 4 {
+        4
+    } else {
+        2
+    };
+    let mid = if n > 16 { const_word(bytes, 8, 8) } else { 0 };
+    [const_word(bytes, 0, w), mid, const_word(bytes, n - w, w)]
+}
+
+/// `len` bytes of `bytes` from `from` as a little-endian word, at compile time.
+const fn const_word(bytes: &[u8; NAME_KEY_BYTES], from: usize, len: usize) -> u64 {
+    let mut v = 0u64;
+    let mut j = 0;
+    while j < len {
+        v |= (bytes[from + j] as u64) << (8 * j);
+        j += 1;
+    }
+    v
 }
 
 const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
     let mut keys = [const {
         NameKey {
-            lower: [0; NAME_KEY_BYTES],
-            mask: [0; NAME_KEY_BYTES],
+            name: HeaderName::Other,
             len: 0,
+            lower: [0; 3],
+            mask: [0; 3],
         }
     }; KNOWN_NAMES.len()];
     let mut i = 0;
     while i < KNOWN_NAMES.len() {
         let name = KNOWN_NAMES[i].1;
-        assert!(name.len() <= NAME_KEY_BYTES);
+        assert!(name.len() >= 2 && name.len() <= NAME_KEY_BYTES);
+        let mut lower = [0u8; NAME_KEY_BYTES];
+        let mut mask = [0u8; NAME_KEY_BYTES];
         let mut j = 0;
         while j < name.len() {
             let b = name[j];
-            keys[i].lower[j] = b.to_ascii_lowercase();
-            keys[i].mask[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
+            lower[j] = b.to_ascii_lowercase();
+            mask[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
             j += 1;
         }
-        keys[i].len = name.len() as u8;
+        keys[i] = NameKey {
+            name: KNOWN_NAMES[i].0,
+            len: name.len() as u8,
+            lower: const_words(&lower, name.len()),
+            mask: const_words(&mask, name.len()),
+        };
         i += 1;
     }
     keys
@@ -158,33 +199,80 @@ const fn build_name_keys() -> [NameKey; KNOWN_NAMES.len()] {
 
 static NAME_KEYS: [NameKey; KNOWN_NAMES.len()] = build_name_keys();
 
-/// Open-addressing table over [`KNOWN_NAMES`]: slot holds index + 1, 0 is empty. Four
-/// times the names, so probes are short; built at compile time.
-static NAME_TABLE: [u8; 256] = build_name_table();
+/// Slots of [`NAME_TABLE`]: eight times the names, so that a multiplier which puts every
+/// name in its own slot is found after a few dozen tries.
+const NAME_TABLE_SLOTS: usize = 512;
 
-/// The table slot a name hashes to. Case-insensitive for letters (`| 0x20`); other bytes
-/// must match exactly anyway, so folding them too only costs a rare extra probe.
-#[inline]
-const fn name_slot(name: &[u8]) -> usize {
-    let first = (name[0] | 0x20) as usize;
-    let last = (name[name.len() - 1] | 0x20) as usize;
-    (name.len() * 31 + first * 7 + last * 3) % 256
+/// The slot of a name of length `n` read as `words` ([`name_words`]). Case-insensitive for
+/// letters (`| 0x20` on every byte); other bytes must match exactly anyway, so folding them
+/// too only lets a non-name land on a name's slot, where the compare refuses it.
+#[inline(always)]
+const fn name_hash(words: &[u64; 3], n: usize, mul: u64) -> usize {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let x = (words[0] | FOLD) ^ (words[2] | FOLD).rotate_left(23) ^ (n as u64);
+    // The top nine bits: a slot below NAME_TABLE_SLOTS.
+    (x.wrapping_mul(mul) >> (64 - 9)) as usize
 }
 
-const fn build_name_table() -> [u8; 256] {
-    let mut table = [0u8; 256];
-    assert!(KNOWN_NAMES.len() < 255 && KNOWN_NAMES.len() * 2 < table.len());
+/// The words [`name_hash`] reads, of the canonical name `i` as written.
+const fn known_words(i: usize) -> [u64; 3] {
+    let name = KNOWN_NAMES[i].1;
+    let mut bytes = [0u8; NAME_KEY_BYTES];
+    let mut j = 0;
+    while j < name.len() {
+        bytes[j] = name[j];
+        j += 1;
+    }
+    const_words(&bytes, name.len())
+}
+
+/// True when `mul` sends every known name to its own slot.
+const fn hash_is_perfect(mul: u64) -> bool {
+    let mut used = [false; NAME_TABLE_SLOTS];
     let mut i = 0;
     while i < KNOWN_NAMES.len() {
-        let mut slot = name_slot(KNOWN_NAMES[i].1);
-        while table[slot] != 0 {
-            slot = (slot + 1) % 256;
+        let slot = name_hash(&known_words(i), KNOWN_NAMES[i].1.len(), mul);
+        if used[slot] {
+            return false;
         }
+        used[slot] = true;
+        i += 1;
+    }
+    true
+}
+
+/// The first odd multiplier of a fixed pseudo-random sequence for which [`name_hash`] is
+/// collision-free over [`KNOWN_NAMES`]; found at compile time, so adding a name can never
+/// make a lookup probe twice.
+const NAME_HASH_MUL: u64 = {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut tries = 0;
+    loop {
+        assert!(tries < 100_000, "no collision-free header-name hash");
+        let mul = seed | 1;
+        if hash_is_perfect(mul) {
+            break mul;
+        }
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        tries += 1;
+    }
+};
+
+/// Known name index + 1 by [`name_hash`] slot, 0 for an empty slot; built at compile time.
+static NAME_TABLE: [u8; NAME_TABLE_SLOTS] = {
+    assert!(KNOWN_NAMES.len() < 255);
+    let mut table = [0u8; NAME_TABLE_SLOTS];
+    let mut i = 0;
+    while i < KNOWN_NAMES.len() {
+        let slot = name_hash(&known_words(i), KNOWN_NAMES[i].1.len(), NAME_HASH_MUL);
+        assert!(table[slot] == 0);
         table[slot] = (i + 1) as u8;
         i += 1;
     }
     table
-}
+};
 
 header_names! {
     Via => "Via", b'v';
@@ -430,14 +518,9 @@ fn scan_header_params<'a>(
                 Host::parse(&s[i..=i + close]).map_err(|_| ValueError::BadParam)?;
                 i += close + 1;
             } else {
-                // Usually the value runs to the next ';' or the end: check that span at once
-                // rather than byte by byte.
-                let semi = find1(&s[i..], b';').map_or(s.len(), |k| i + k);
-                i = if semi > i && all_in(&TOKEN_OR_COLON, &s[i..semi]) {
-                    semi
-                } else {
-                    span(&TOKEN_OR_COLON, s, i)
-                };
+                // One unrolled pass; it stops at the next ';' (not in the class) as a search
+                // for ';' followed by a class check would, without reading the bytes twice.
+                i = span(&TOKEN_OR_COLON, s, i);
                 if i == value_start {
                     return Err(ValueError::BadParam);
                 }
@@ -469,6 +552,19 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// Parses one name-addr / addr-spec with its parameters.
     pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
+        NameAddr::parse_inline(value)
+    }
+
+    /// Validates `value` exactly as [`NameAddr::parse`] does and says whether the URI was in
+    /// angle brackets, for callers that keep nothing else (Contact, Route): with the view
+    /// dropped, the compiler skips building it (and copying its URI).
+    #[inline(never)]
+    pub(crate) fn check(value: &'a [u8]) -> Result<bool, ValueError> {
+        NameAddr::parse_inline(value).map(|na| na.angle)
+    }
+
+    #[inline(always)]
+    fn parse_inline(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
         let s = trim(value);
         if s.is_empty() {
             return Err(ValueError::Empty);
@@ -634,17 +730,12 @@ impl<'a> Via<'a> {
         if s.is_empty() {
             return Err(ValueError::EmptyListElement);
         }
-        let mut i = 0;
-        let (name, j) = token_at(s, i);
-        if !eq_ic(name, b"SIP") {
-            return Err(ValueError::BadSentProtocol);
-        }
-        i = expect_slash(s, j)?;
-        let (version, j) = token_at(s, i);
-        if version != b"2.0" {
-            return Err(ValueError::BadSentProtocol);
-        }
-        i = expect_slash(s, j)?;
+        // `SIP/2.0/` written without white space (nearly always) is what the token-by-token
+        // reading below accepts for it, and ends at the same place.
+        let mut i = match s.first_chunk::<8>() {
+            Some(&[a, b, c, b'/', b'2', b'.', b'0', b'/']) if eq_ic(&[a, b, c], b"SIP") => 8,
+            _ => sent_protocol_end(s)?,
+        };
         let (transport, j) = token_at(s, i);
         if transport.is_empty() {
             return Err(ValueError::BadSentProtocol);
@@ -755,6 +846,20 @@ impl<'a> Via<'a> {
             .and_then(|t| parse_u64_max(t, 255))
             .map(|t| t as u8)
     }
+}
+
+/// Where `SIP / 2.0 /` (white space allowed around each slash) ends at the start of `s`.
+fn sent_protocol_end(s: &[u8]) -> Result<usize, ValueError> {
+    let (name, j) = token_at(s, 0);
+    if !eq_ic(name, b"SIP") {
+        return Err(ValueError::BadSentProtocol);
+    }
+    let i = expect_slash(s, j)?;
+    let (version, j) = token_at(s, i);
+    if version != b"2.0" {
+        return Err(ValueError::BadSentProtocol);
+    }
+    expect_slash(s, j)
 }
 
 fn token_at(s: &[u8], i: usize) -> (&[u8], usize) {
@@ -918,6 +1023,27 @@ mod tests {
     }
 
     #[test]
+    fn name_addr_check_agrees_with_parse() {
+        for v in [
+            &b"<sip:alice@192.0.2.45:5060;transport=UDP>;expires=3600"[..],
+            b"\"Alice\" <sip:alice@example.net>;tag=1",
+            b"sip:bob@example.net;tag=2",
+            b"Bob <sip:bob@example.net",
+            b"<sip:bob@example.net> junk",
+            b"",
+            b"tel:+1555",
+            b"<sips:[2001:db8::1]:5061;lr>",
+        ] {
+            assert_eq!(
+                NameAddr::check(v),
+                NameAddr::parse(v).map(|na| na.angle),
+                "{}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
     fn every_known_name_in_any_case() {
         for &(known, canon) in KNOWN_NAMES {
             let lower = canon.to_ascii_lowercase();
@@ -971,6 +1097,18 @@ mod tests {
                 Just(b'\x0d'), Just(b'@'), Just(b'`'), any::<u8>(),
             ], 0..24)) {
             prop_assert_eq!(HeaderName::from_bytes(&name), from_bytes_linear(&name));
+        }
+
+        /// The `SIP/2.0/` shortcut in `Via::parse` takes only what the token-by-token
+        /// reading takes, and ends where it ends.
+        #[test]
+        fn via_protocol_shortcut_agrees(s in "[sSiIpP]{3}[/ ]{1,2}2[.]0[/ ]{1,2}(UDP|tcp|x)?") {
+            let s = s.as_bytes();
+            if let Some(&[a, b, c, b'/', b'2', b'.', b'0', b'/']) = s.first_chunk::<8>() {
+                if eq_ic(&[a, b, c], b"SIP") {
+                    prop_assert_eq!(sent_protocol_end(s), Ok(8));
+                }
+            }
         }
 
         #[test]

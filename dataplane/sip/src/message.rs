@@ -232,22 +232,28 @@ pub enum StartLine<'a> {
     },
 }
 
-/// One header line's position in the message. Offsets are byte offsets into the message.
+/// One header line's position in the message. Offsets are byte offsets into the message,
+/// which is at most [`MAX_MESSAGE_BYTES`] long, so each fits in a `u16`: twelve bytes an
+/// entry keeps the inline header array of a [`Message`] (moved on every return) small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Which header, compact forms folded.
     pub name: HeaderName,
     /// Start of the line.
-    pub start: u32,
+    pub start: u16,
     /// End of the name as written.
-    pub name_end: u32,
+    pub name_end: u16,
     /// Start of the value (after the colon and leading white space).
-    pub value_start: u32,
+    pub value_start: u16,
     /// End of the value (before trailing white space and the line end).
-    pub value_end: u32,
+    pub value_end: u16,
     /// End of the line, past its CRLF (and past any continuation lines).
-    pub end: u32,
+    pub end: u16,
 }
+
+// Every offset, the end of the last line included, fits the `u16` fields.
+const _: () = assert!(MAX_MESSAGE_BYTES <= u16::MAX as usize);
+const _: () = assert!(core::mem::size_of::<Header>() == 12);
 
 /// A parsed SIP message borrowing its bytes.
 #[derive(Clone)]
@@ -316,7 +322,7 @@ fn trim_bounds(buf: &[u8], from: usize, to: usize) -> (usize, usize) {
 /// when the line needs the general path (fold, stray CR, no line end).
 #[inline]
 fn value_fast(buf: &[u8], from: usize) -> Option<(usize, usize, usize)> {
-    let end = from + crate::chars::find2(&buf[from..], b'\r', b'\n')?;
+    let end = from + memchr::memchr2(b'\r', b'\n', &buf[from..])?;
     let lf = if buf[end] == b'\n' {
         end
     } else if buf.get(end + 1) == Some(&b'\n') {
@@ -418,13 +424,14 @@ impl<'a> Message<'a> {
             if headers.len() == MAX_HEADERS {
                 return Err(ParseError::TooManyHeaders);
             }
+            // All offsets are at most buf.len() <= MAX_MESSAGE_BYTES (checked on entry).
             headers.push(Header {
                 name: HeaderName::from_bytes(&buf[line_start..name_end]),
-                start: line_start as u32,
-                name_end: name_end as u32,
-                value_start: vs as u32,
-                value_end: ve as u32,
-                end: (lf + 1) as u32,
+                start: line_start as u16,
+                name_end: name_end as u16,
+                value_start: vs as u16,
+                value_end: ve as u16,
+                end: (lf + 1) as u16,
             });
             pos = lf + 1;
         }
@@ -753,7 +760,7 @@ fn validate<'a>(
                             return Err(bad(ValueError::TrailingGarbage));
                         }
                     } else {
-                        NameAddr::parse(el).map_err(bad)?;
+                        NameAddr::check(el).map_err(bad)?;
                     }
                 }
             }
@@ -762,8 +769,7 @@ fn validate<'a>(
                     if el.is_empty() {
                         return Err(bad(ValueError::EmptyListElement));
                     }
-                    let na = NameAddr::parse(el).map_err(bad)?;
-                    if !na.angle {
+                    if !NameAddr::check(el).map_err(bad)? {
                         // rec-route / route = name-addr: angle brackets are required.
                         return Err(bad(ValueError::BadAngleBrackets));
                     }

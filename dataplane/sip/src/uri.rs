@@ -155,32 +155,40 @@ impl<'a> Host<'a> {
 /// `0`), without the UTF-8 check and the generic parser it goes through: this runs for
 /// every Via and most URIs.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    // One pass, one byte at a time: a dot closes an octet, a digit extends it. Four or more
+    // digits without a leading zero always exceed 255, so `v > 255` also bounds the length.
     let mut octets = [0u8; 4];
-    let mut i = 0;
-    for (n, octet) in octets.iter_mut().enumerate() {
-        if n > 0 {
-            if s.get(i) != Some(&b'.') {
+    let mut n = 0;
+    let mut v: u16 = 0;
+    let mut digits = 0u8;
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || n == 3 {
                 return None;
             }
-            i += 1;
+            octets[n] = v as u8;
+            n = n.wrapping_add(1);
+            v = 0;
+            digits = 0;
+        } else {
+            let d = b.wrapping_sub(b'0');
+            // A digit after a leading zero (`01`) is refused, as by the standard parser.
+            if d > 9 || (digits == 1 && v == 0) {
+                return None;
+            }
+            // `v <= 255` and `digits <= 3` here, so neither can wrap.
+            v = v.wrapping_mul(10).wrapping_add(u16::from(d));
+            digits = digits.wrapping_add(1);
+            if v > 255 {
+                return None;
+            }
         }
-        let start = i;
-        let mut v: u16 = 0;
-        while i < s.len() && s[i].is_ascii_digit() && i - start < 3 {
-            v = v * 10 + u16::from(s[i] - b'0');
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 || v > 255 || (digits > 1 && s[start] == b'0') {
-            return None;
-        }
-        // A fourth digit makes the octet too long, as it does for the standard parser.
-        if i < s.len() && s[i].is_ascii_digit() {
-            return None;
-        }
-        *octet = v as u8;
     }
-    (i == s.len()).then_some(Ipv4Addr::from(octets))
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    octets[3] = v as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parses an IPv6 address. RFC 3261's ABNF (before RFC 5954 fixed it) admits `:::` before an
@@ -680,7 +688,7 @@ mod tests {
     proptest! {
         #[test]
         fn ipv4_matches_std(s in proptest::collection::vec(
-            prop_oneof![Just(b'.'), Just(b'0'), Just(b'1'), Just(b'2'), Just(b'5'), Just(b'9')], 0..20)) {
+            prop_oneof![Just(b'.'), Just(b'0'), Just(b'1'), Just(b'2'), Just(b'5'), Just(b'9'), Just(b'/'), Just(b':'), Just(b'a')], 0..20)) {
             prop_assert_eq!(parse_ipv4(&s), std_ipv4(&s));
         }
 
