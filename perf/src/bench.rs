@@ -38,6 +38,8 @@ pub struct Step {
     pub loss_pct: f64,
     /// Packets per second offered (both directions).
     pub offered_pps: f64,
+    /// Packets per second that came back through the relay during the sending phase.
+    pub relayed_pps: f64,
     /// End-to-end added latency (sender → relay → receiver), ns: p50, p99, p99.9, max.
     pub latency_ns: [u64; 4],
     /// The relay's own receive → send latency, when it measures one.
@@ -188,6 +190,7 @@ pub fn step(relay: &mut dyn Relay, calls: usize, cfg: &StepConfig) -> io::Result
         received: report.received,
         loss_pct: report.loss_pct(),
         offered_pps: report.offered_pps(),
+        relayed_pps: report.received as f64 / report.send_time.as_secs_f64().max(1e-9),
         latency_ns: [q(0.5), q(0.99), q(0.999), h.max()],
         internal_ns: internal,
         cpu_util: cpu.as_secs_f64() / wall.max(Duration::from_millis(1)).as_secs_f64(),

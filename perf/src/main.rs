@@ -256,7 +256,7 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
                 });
             (b.streams() as f64 / r.streams() as f64, same)
         });
-        let pps_core = b.received as f64 / (b.sent as f64 / b.offered_pps.max(1.0)).max(1e-9);
+        let pps_core = b.relayed_pps;
         if json_mode {
             println!(
                 "{}",

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use sip::edit::{ack_for_non2xx, cancel_for, Editor, ResponseBuilder};
 use sip::sdp::{Sdp, SdpRewrite};
-use sip::{HeaderName, Message, Method};
+use sip::{Message, Method};
 
 use crate::registrar::Registrar;
 
@@ -87,6 +87,19 @@ pub struct ProxyStats {
     pub media_errors: u64,
 }
 
+impl std::ops::AddAssign for ProxyStats {
+    fn add_assign(&mut self, o: ProxyStats) {
+        self.calls += o.calls;
+        self.answered += o.answered;
+        self.refused += o.refused;
+        self.ended += o.ended;
+        self.in_dialog += o.in_dialog;
+        self.stray += o.stray;
+        self.acks_absorbed += o.acks_absorbed;
+        self.media_errors += o.media_errors;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Proceeding,
@@ -127,7 +140,7 @@ pub const PENDING_TTL: Duration = Duration::from_secs(180);
 /// How long an ended call is kept (to absorb retransmissions).
 pub const ENDED_TTL: Duration = Duration::from_secs(32);
 
-fn sdp_media(body: &[u8]) -> Option<(LegMedia, usize)> {
+fn sdp_media(body: &[u8]) -> Option<LegMedia> {
     let sdp = Sdp::parse(body).ok()?;
     let index = sdp
         .media()
@@ -146,14 +159,11 @@ fn sdp_media(body: &[u8]) -> Option<(LegMedia, usize)> {
             }
         }
     }
-    Some((
-        LegMedia {
-            remote,
-            payload_types,
-            telephone_event: sdp.telephone_event(index).map(|r| r.pt),
-        },
-        index,
-    ))
+    Some(LegMedia {
+        remote,
+        payload_types,
+        telephone_event: sdp.telephone_event(index).map(|r| r.pt),
+    })
 }
 
 /// The SDP with the anchored stream's address and port replaced by the relay's.
@@ -361,8 +371,7 @@ impl Proxy {
         };
         let mut body = None;
         if !msg.body().is_empty() {
-            if let (Some(a), Some(m), Some((leg, _))) = (call.anchor, media, sdp_media(msg.body()))
-            {
+            if let (Some(a), Some(m), Some(leg)) = (call.anchor, media, sdp_media(msg.body())) {
                 let (port, update) = if from_caller {
                     (a.port_b, m.set_caller(a.id, &leg))
                 } else {
@@ -374,7 +383,7 @@ impl Proxy {
                 body = rewrite_sdp(msg.body(), a.addr, port);
             }
         }
-        if method == Method::Bye {
+        if method == Method::Bye && call.phase != Phase::Ended {
             call.phase = Phase::Ended;
             self.stats.ended += 1;
         }
@@ -389,8 +398,10 @@ impl Proxy {
         if msg.routes().next().is_some_and(|r| {
             r.uri
                 .host
-                .is_some_and(|h| h.text == self.me.ip().to_string().as_bytes())
-                && r.uri.port == Some(self.me.port())
+                .and_then(|h| std::str::from_utf8(h.text).ok())
+                .and_then(|t| t.parse::<IpAddr>().ok())
+                == Some(self.me.ip())
+                && r.uri.port.unwrap_or(5060) == self.me.port()
         }) {
             let _ = ed.pop_route();
         }
@@ -459,46 +470,54 @@ impl Proxy {
         Self::respond(msg, 100, b"Trying", tag, out, source);
         let mut anchor = None;
         let mut body = None;
-        if let (Some(m), Some((leg, _))) = (media, sdp_media(msg.body())) {
-            match m.create(&leg) {
-                Ok(a) => {
-                    body = rewrite_sdp(msg.body(), a.addr, a.port_b);
-                    if body.is_none() {
-                        m.delete(a.id);
-                    } else {
-                        anchor = Some(a);
-                    }
-                }
+        if let (Some(m), false) = (media, msg.body().is_empty()) {
+            // An offer we cannot anchor is refused: forwarding it would let the media bypass
+            // the relay unseen.
+            let Some(leg) = sdp_media(msg.body()) else {
+                self.stats.refused += 1;
+                Self::respond(msg, 488, b"Not Acceptable Here", tag, out, source);
+                return;
+            };
+            let a = match m.create(&leg) {
+                Ok(a) => a,
                 Err(_) => {
                     self.stats.media_errors += 1;
                     self.stats.refused += 1;
-                    out.clear();
                     Self::respond(msg, 503, b"Media Unavailable", tag, out, source);
                     return;
                 }
+            };
+            body = rewrite_sdp(msg.body(), a.addr, a.port_b);
+            if body.is_none() {
+                m.delete(a.id);
+                self.stats.refused += 1;
+                Self::respond(msg, 488, b"Not Acceptable Here", tag, out, source);
+                return;
             }
+            anchor = Some((a, m));
         }
         let out_branch = self.new_branch();
         let via = self.via(&out_branch);
         let rr = self.record_route();
         let mut ed = Editor::new(msg);
-        if ed.set_request_uri(target.contact.as_bytes()).is_err() {
-            return;
-        }
-        if msg.max_forwards().is_some() {
-            let _ = ed.decrement_max_forwards();
-        } else {
-            ed.add_header(HeaderName::MaxForwards, b"70");
-        }
+        // Zero was refused above; an absent Max-Forwards is added as 70.
+        let _ = ed.decrement_max_forwards();
         ed.push_via(via.as_bytes());
         ed.add_record_route(rr.as_bytes());
         if let Some(b) = &body {
             ed.set_body(b, None);
         }
         let mut fwd = Vec::new();
-        if ed.write(&mut fwd).is_err() {
+        if ed.set_request_uri(target.contact.as_bytes()).is_err() || ed.write(&mut fwd).is_err() {
+            // The registered contact or the request cannot be written out: say so.
+            if let Some((a, m)) = anchor {
+                m.delete(a.id);
+            }
+            self.stats.refused += 1;
+            Self::respond(msg, 500, b"Cannot Forward", tag, out, source);
             return;
         }
+        let anchor = anchor.map(|(a, _)| a);
         let callee = contact_destination(&target.contact, target.received);
         self.calls.insert(
             call_id.to_vec(),
@@ -544,7 +563,7 @@ impl Proxy {
             let initial = is_invite && call.phase == Phase::Proceeding;
             let failed = initial && status >= 300;
             if is_invite && !failed && !msg.body().is_empty() {
-                if let (Some(a), Some(m), Some((leg, _))) =
+                if let (Some(a), Some(m), Some(leg)) =
                     (call.anchor, media.as_deref_mut(), sdp_media(msg.body()))
                 {
                     // The answer: its sender's leg learns where it receives; the SDP names

@@ -98,7 +98,7 @@ pub enum Outcome {
     Challenged,
     /// 200: bindings after the change.
     Registered(usize),
-    /// 403 wrong password / identity, 404 unknown AoR, 423, 500, 400: the status sent.
+    /// 403 (wrong password, unknown user, identity, domain), 423, 500, 400: the status sent.
     Refused(u16),
 }
 
@@ -113,7 +113,7 @@ pub struct RegistrarStats {
     pub auth_failures: u64,
     /// 200 OKs.
     pub accepted: u64,
-    /// Other refusals (400, 403 domain, 404, 423, 500).
+    /// Other refusals (400, 403 domain, 423, 500, too many contacts).
     pub refused: u64,
     /// Bindings dropped because they expired.
     pub expired: u64,
@@ -296,8 +296,26 @@ impl Registrar {
         outcome
     }
 
+    /// Sends a final refusal; counted as a refusal.
     fn refuse(
         &mut self,
+        msg: &Message<'_>,
+        code: u16,
+        reason: &[u8],
+        tag: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.stats.refused += 1;
+        Self::respond(msg, code, reason, tag, out)
+    }
+
+    /// Sends 403 for credentials that do not hold; counted as an authentication failure.
+    fn deny(&mut self, msg: &Message<'_>, reason: &[u8], tag: &[u8], out: &mut Vec<u8>) -> Outcome {
+        self.stats.auth_failures += 1;
+        Self::respond(msg, 403, reason, tag, out)
+    }
+
+    fn respond(
         msg: &Message<'_>,
         code: u16,
         reason: &[u8],
@@ -308,11 +326,6 @@ impl Registrar {
         ResponseBuilder::new(msg, code, reason)
             .to_tag(tag)
             .write(out);
-        if code == 403 && reason.starts_with(b"Forbidden (") {
-            self.stats.auth_failures += 1;
-        } else {
-            self.stats.refused += 1;
-        }
         Outcome::Refused(code)
     }
 
@@ -360,10 +373,10 @@ impl Registrar {
             }
             let username = text(&view.username().unescaped());
             if username != user {
-                return self.refuse(msg, 403, b"Forbidden (identity)", tag, out);
+                return self.deny(msg, b"Forbidden (identity)", tag, out);
             }
             let Some(password) = self.tenants[ti].tenant.subscribers.get(&username).cloned() else {
-                return self.refuse(msg, 404, b"Not Found", tag, out);
+                return self.deny(msg, b"Forbidden (bad credentials)", tag, out);
             };
             match self.tenants[ti].challenger.verify(
                 &view,
@@ -377,7 +390,7 @@ impl Registrar {
                 }
                 Err(VerifyError::StaleNonce) => stale = true,
                 Err(VerifyError::WrongResponse | VerifyError::Replay { .. }) => {
-                    return self.refuse(msg, 403, b"Forbidden (bad credentials)", tag, out);
+                    return self.deny(msg, b"Forbidden (bad credentials)", tag, out);
                 }
                 // Forged or foreign nonce, unsupported algorithm: challenge afresh.
                 Err(_) => {}
@@ -424,9 +437,10 @@ impl Registrar {
             }
             let existing = self.location.remove(&aor).unwrap_or_default();
             // §10.3 step 6: a binding from a newer REGISTER of the same Call-ID stays.
-            let (keep, _gone): (Vec<_>, Vec<_>) = existing
+            let keep: Vec<Binding> = existing
                 .into_iter()
-                .partition(|b| b.call_id == call_id && b.cseq > cseq);
+                .filter(|b| b.call_id == call_id && b.cseq > cseq)
+                .collect();
             self.write(LocationWrite::RemoveAll { aor: aor.clone() });
             for b in &keep {
                 self.write(LocationWrite::Upsert(stored(&aor, b)));

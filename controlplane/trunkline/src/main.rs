@@ -221,14 +221,7 @@ fn up(cfg: &config::Config) -> ExitCode {
         match t.join() {
             Ok(Ok(s)) => {
                 if let Some(s) = s {
-                    proxy.calls += s.calls;
-                    proxy.answered += s.answered;
-                    proxy.refused += s.refused;
-                    proxy.ended += s.ended;
-                    proxy.in_dialog += s.in_dialog;
-                    proxy.stray += s.stray;
-                    proxy.acks_absorbed += s.acks_absorbed;
-                    proxy.media_errors += s.media_errors;
+                    proxy += s;
                 }
             }
             Ok(Err(e)) => {

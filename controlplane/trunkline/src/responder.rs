@@ -126,7 +126,7 @@ impl Counters {
     }
 }
 
-const ALLOW: &[u8] = b"REGISTER, OPTIONS, ACK, CANCEL";
+const ALLOW: &[u8] = b"INVITE, ACK, BYE, CANCEL, REGISTER, OPTIONS";
 const SERVER: &[u8] = concat!("Trunkline/", env!("CARGO_PKG_VERSION")).as_bytes();
 
 /// What [`answer`] decided.
@@ -152,41 +152,22 @@ pub fn answer(
     proxy: bool,
     out: &mut Vec<u8>,
 ) -> Decision {
-    if answer_inner(datagram, source, tag_seq, counters, registrar, proxy, out) {
-        if out.is_empty() {
-            Decision::Proxy
-        } else {
-            Decision::Reply
-        }
-    } else {
-        Decision::Nothing
-    }
-}
-
-fn answer_inner(
-    datagram: &[u8],
-    source: SocketAddr,
-    tag_seq: u64,
-    counters: &Counters,
-    registrar: Option<&Mutex<Registrar>>,
-    proxy: bool,
-    out: &mut Vec<u8>,
-) -> bool {
     out.clear();
     if datagram.iter().all(|&b| b == b'\r' || b == b'\n') {
         counters.keepalives.fetch_add(1, Ordering::Relaxed);
-        return false;
+        return Decision::Nothing;
     }
     let msg = match Message::parse(datagram) {
         Ok(m) => m,
-        Err(e) => return malformed(datagram, e, counters, out),
+        Err(e) if malformed(datagram, e, counters, out) => return Decision::Reply,
+        Err(_) => return Decision::Nothing,
     };
     let Some(method) = msg.method() else {
         if proxy {
-            return true; // a response: the proxy routes it back (out stays empty)
+            return Decision::Proxy; // a response: the proxy routes it back
         }
         counters.absorbed.fetch_add(1, Ordering::Relaxed);
-        return false;
+        return Decision::Nothing;
     };
     let mut tag_buf = [0u8; 16];
     let tag = hex_tag(tag_seq, &mut tag_buf);
@@ -197,10 +178,10 @@ fn answer_inner(
             .header(HeaderName::Server, SERVER)
     };
     match method {
-        Method::Ack if proxy => return true,
+        Method::Ack if proxy => return Decision::Proxy,
         Method::Ack => {
             counters.absorbed.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Decision::Nothing;
         }
         _ if !matches!(
             msg.request_uri().map(|u| u.scheme),
@@ -239,13 +220,13 @@ fn answer_inner(
                 reject(500, b"Registrar Unavailable").write(out);
             }
         }
-        _ if proxy => return true,
+        _ if proxy => return Decision::Proxy,
         Method::Cancel => reject(481, b"Call/Transaction Does Not Exist").write(out),
         _ => reject(501, b"Not Implemented")
             .header(HeaderName::Allow, ALLOW)
             .write(out),
     }
-    true
+    Decision::Reply
 }
 
 fn malformed(datagram: &[u8], e: ParseError, counters: &Counters, out: &mut Vec<u8>) -> bool {

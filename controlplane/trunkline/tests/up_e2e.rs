@@ -1148,6 +1148,19 @@ fn busy_and_cancelled_calls_end_their_media() {
             .len()
     };
 
+    // An offer the relay cannot anchor is refused, not forwarded around the relay.
+    let bad = format!(
+        "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-bad1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=al3\r\nTo: <sip:bob@127.0.0.1>\r\n\
+         Call-ID: bad1\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n\
+         Content-Length: 12\r\n\r\nv=0\r\nbogus\r\n"
+    );
+    alice_sip.send_to(bad.as_bytes(), proxy).unwrap();
+    assert!(recv_until(&alice_sip, "SIP/2.0 488")
+        .0
+        .starts_with(b"SIP/2.0 488"));
+    assert_eq!(sessions(), 0);
+
     // 486 Busy Here.
     alice_sip
         .send_to(invite("busy1").as_bytes(), proxy)
@@ -1219,5 +1232,10 @@ fn busy_and_cancelled_calls_end_their_media() {
     let summary = app.stop();
     assert_eq!(summary_count(&summary, "calls"), 2, "{summary}");
     assert_eq!(summary_count(&summary, "calls_answered"), 0, "{summary}");
+    assert_eq!(
+        summary_count(&summary, "calls_refused"),
+        1,
+        "the 488: {summary}"
+    );
     assert_eq!(summary_count(&summary, "stray"), 0, "{summary}");
 }

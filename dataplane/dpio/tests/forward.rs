@@ -419,3 +419,31 @@ fn forward_with_sqpoll() {
         st.uring_enters, st.polls
     );
 }
+
+/// A readable wake fd ends a long poll (the core loop sleeps on this while idle, and the
+/// control plane's commands wake it through the command ring's eventfd).
+#[test]
+fn wake_fd_ends_a_waiting_poll_both_backends() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    for kind in KINDS {
+        let (mut io, _) = AnyBackend::new(&config(kind, 16)).unwrap();
+        io.add_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (waker, watched) = UnixDatagram::pair().unwrap();
+        io.add_wake_fd(watched.as_raw_fd()).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            waker.send(b"x").unwrap();
+            waker
+        });
+        let start = std::time::Instant::now();
+        io.poll(Some(Duration::from_secs(30))).unwrap();
+        let _waker = t.join().unwrap();
+        // Functional, not a timing goal: without the wake the poll would sleep 30 s.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{kind}: the wake fd did not end the poll"
+        );
+        assert!(io.next_rx().is_none(), "{kind}: a wake is not a datagram");
+    }
+}

@@ -180,14 +180,10 @@ fn sender(
 
 fn bind_in(ns: &Netns, addr: SocketAddr) -> UdpSocket {
     // Bind on a short-lived thread that entered the namespace: the socket stays there.
-    let ns_name = ns.name().to_string();
-    let _ = ns_name;
     thread::scope(|s| {
         s.spawn(|| {
             ns.enter().unwrap();
-            let sock = UdpSocket::bind(addr).unwrap();
-            // 50 streams arrive in bursts each tick: room for them.
-            sock
+            UdpSocket::bind(addr).unwrap()
         })
         .join()
         .unwrap()
