@@ -4,7 +4,8 @@
 //! up comes back through it; follows each call by Call-ID and forwards by direction.
 //!
 //! What it does: INVITE to a registered subscriber of a served domain (404 unknown user,
-//! 480 not registered, 483 Max-Forwards exhausted); `100 Trying` at once (and again for a
+//! 480 not registered, 483 Max-Forwards exhausted, 488 for an offer it cannot anchor, 503
+//! when the media plane refuses a session); `100 Trying` at once (and again for a
 //! retransmitted INVITE); the forwarded INVITE goes to the contact with the highest q, to the
 //! address its REGISTER came from (NAT); the SDP offer and answer are rewritten so both
 //! legs' media go through a dataplane session ([`MediaAnchor`]) created before the offer
