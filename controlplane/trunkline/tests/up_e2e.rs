@@ -1239,3 +1239,29 @@ fn busy_and_cancelled_calls_end_their_media() {
     );
     assert_eq!(summary_count(&summary, "stray"), 0, "{summary}");
 }
+
+/// `up` killed outright takes its planes with it: nothing lingers holding the media ports,
+/// the region or the sockets.
+#[test]
+fn planes_do_not_outlive_a_killed_up() {
+    let mut app = Appliance::start("orphans", Some((31_700, 31_799)));
+    let region = format!("trunkline-e2e-{}-orphans", std::process::id());
+    let planes = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("region {region}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .count()
+    };
+    assert_eq!(planes(), 2, "dataplane and control plane running");
+    app.child.kill().unwrap();
+    app.child.wait().unwrap();
+    let t = std::time::Instant::now();
+    while planes() > 0 && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(planes(), 0, "the planes exited with up");
+}
