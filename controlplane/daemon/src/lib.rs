@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod media;
 pub mod proxy;
 pub mod registrar;
+pub mod routing;
 pub mod store;

@@ -1,35 +1,49 @@
-//! A call-stateful SIP proxy for calls between registered subscribers, with media anchored
-//! on the dataplane — sans-IO: requests and responses in (with their source address), the
-//! datagrams to send out. Record-Routes itself, so every in-dialog request of a call it set
-//! up comes back through it; follows each call by Call-ID and forwards by direction.
+//! A call-stateful SIP proxy (RFC 3261 §16) with media anchored on the dataplane — sans-IO:
+//! requests and responses in (with their source address), timer ticks in, the datagrams to
+//! send out. Record-Routes itself, so every in-dialog request of a call it set up comes back
+//! through it.
 //!
-//! What it does: INVITE to a registered subscriber of a served domain (404 unknown user,
-//! 480 not registered, 483 Max-Forwards exhausted, 488 for an offer it cannot anchor, 503
-//! when the media plane refuses a session); `100 Trying` at once (and again for a
-//! retransmitted INVITE); the forwarded INVITE goes to the contact with the highest q, to the
-//! address its REGISTER came from (NAT); the SDP offer and answer are rewritten so both
-//! legs' media go through a dataplane session ([`MediaAnchor`]) created before the offer
-//! leaves and told the callee's address when the answer arrives; responses return along the
-//! Via path; ACK for a non-2xx final response is generated towards the callee and the
-//! caller's absorbed; CANCEL is answered and forwarded; in-dialog requests (ACK, BYE,
-//! re-INVITE with SDP, INFO, ...) are forwarded to the other party; BYE or a failure ends the
-//! media session.
+//! Routing of an initial INVITE, in order: a DID (→ that tenant's subscriber); a subscriber
+//! of the Request-URI's served domain (→ every registered contact at once: parallel
+//! forking); an outbound route by longest-prefix match (→ its gateways or dispatcher group
+//! one after another: serial failover on 408, 5xx and on silence, with the route's number
+//! translation and the tenant carried in a header). Calls from a configured gateway's
+//! address are trusted and may reach DIDs and subscribers only. Callers are authenticated
+//! with 407 per [`AuthPolicy`].
 //!
-//! What it does not do (yet): authenticate callers (407), parallel forking to every contact,
-//! serial failover, trunks/DIDs/routes, its own retransmission of requests it forwards over
-//! UDP (the endpoints' end-to-end retransmissions cover a lost datagram, except an INVITE
-//! lost after the caller received `100 Trying`), TCP/TLS, more than the first audio stream
-//! anchored, session timers, BYE towards both sides when media times out.
+//! Per call: `100 Trying` at once; one INVITE client transaction per destination (branch),
+//! retransmitted on UDP (timer A) until a response; provisional responses go back to the
+//! caller; the first 2xx answers the call and cancels every other branch (later 2xx are
+//! forwarded too, RFC 3261 §16.7 step 5); a 6xx ends the search; otherwise, when every
+//! branch and destination is done, the best final response goes back (lowest class, 6xx
+//! first, 503 turned into 500 per §16.7 step 6, 408 when nothing answered, 487 after
+//! CANCEL). Non-2xx finals are ACKed hop by hop. CANCEL from the caller is answered and
+//! sent down every ringing branch (and to a silent one as soon as it rings). A ringing
+//! branch is cancelled after the ring timeout.
+//!
+//! Media: the SDP offer and answer are rewritten so both legs' media go through one
+//! dataplane session ([`MediaAnchor`]), created before the offer leaves and told the
+//! callee's address by the answer of the branch that answered (early media: by the latest
+//! provisional with SDP). BYE, a failed call or the sweep of an abandoned one ends it.
+//!
+//! Gateways marked for probing get OPTIONS every interval; unanswered probes disable them
+//! for new calls until they answer again ([`crate::routing::Router`]).
+//!
+//! Not here (yet): TCP/TLS towards destinations (requests go out over UDP), more than the
+//! first audio stream anchored, merging 401/407 challenges of several branches, session
+//! timers, BYE towards both sides when media times out, hop-by-hop retransmission of
+//! in-dialog requests (the endpoints retransmit those end to end).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sip::edit::{ack_for_non2xx, cancel_for, Editor, ResponseBuilder};
 use sip::sdp::{Sdp, SdpRewrite};
-use sip::{Message, Method};
+use sip::{HeaderName, Message, Method};
 
-use crate::registrar::Registrar;
+use crate::registrar::{CallerAuth, Registrar};
+use crate::routing::{HealthChange, Router, RoutingConfig};
 
 /// A media session on the dataplane: the relay's address and the ports each party sends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +81,29 @@ pub trait MediaAnchor {
     fn delete(&mut self, id: u64);
 }
 
+/// Which calls must prove their caller with `Proxy-Authorization` (407 challenge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// Nobody (a closed lab network).
+    None,
+    /// Calls that leave through a gateway (toll calls); subscriber-to-subscriber and DID
+    /// calls need no proof. The default.
+    Outbound,
+    /// Every call not from a configured gateway.
+    All,
+}
+
 /// Counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProxyStats {
-    /// Initial INVITEs forwarded.
+    /// Initial INVITEs routed (at least one destination tried).
     pub calls: u64,
     /// Calls answered (2xx to the initial INVITE).
     pub answered: u64,
-    /// Calls refused here (404, 480, 483, 500, 503).
+    /// Calls refused here (403, 404, 480, 483, 488, 500, 503).
     pub refused: u64,
+    /// Calls that ended with a final failure from downstream (or 408/487 of our own).
+    pub failed: u64,
     /// Calls ended by BYE.
     pub ended: u64,
     /// In-dialog requests forwarded.
@@ -86,6 +114,24 @@ pub struct ProxyStats {
     pub acks_absorbed: u64,
     /// Media sessions that could not be created or updated.
     pub media_errors: u64,
+    /// Branches started (one per destination tried).
+    pub branches: u64,
+    /// Destinations after the first tried because the previous failed (serial failover).
+    pub failovers: u64,
+    /// Branches that never answered within the failover timeout.
+    pub timeouts: u64,
+    /// CANCELs this proxy sent down branches.
+    pub cancels_sent: u64,
+    /// INVITE retransmissions this proxy sent (timer A).
+    pub retransmissions: u64,
+    /// 407 challenges sent.
+    pub challenges: u64,
+    /// OPTIONS probes sent to gateways.
+    pub probes_sent: u64,
+    /// Gateways that stopped answering probes.
+    pub gateways_down: u64,
+    /// Gateways that answered again.
+    pub gateways_up: u64,
 }
 
 impl std::ops::AddAssign for ProxyStats {
@@ -93,29 +139,180 @@ impl std::ops::AddAssign for ProxyStats {
         self.calls += o.calls;
         self.answered += o.answered;
         self.refused += o.refused;
+        self.failed += o.failed;
         self.ended += o.ended;
         self.in_dialog += o.in_dialog;
         self.stray += o.stray;
         self.acks_absorbed += o.acks_absorbed;
         self.media_errors += o.media_errors;
+        self.branches += o.branches;
+        self.failovers += o.failovers;
+        self.timeouts += o.timeouts;
+        self.cancels_sent += o.cancels_sent;
+        self.retransmissions += o.retransmissions;
+        self.challenges += o.challenges;
+        self.probes_sent += o.probes_sent;
+        self.gateways_down += o.gateways_down;
+        self.gateways_up += o.gateways_up;
+    }
+}
+
+impl ProxyStats {
+    /// `key=value` pairs for the log.
+    pub fn summary(&self) -> String {
+        format!(
+            "calls={} calls_answered={} calls_refused={} calls_failed={} calls_ended={} \
+             in_dialog={} stray={} acks_absorbed={} media_errors={} branches={} failovers={} \
+             branch_timeouts={} cancels_sent={} invite_retransmissions={} call_challenges={} \
+             probes_sent={} gateways_down={} gateways_up={}",
+            self.calls,
+            self.answered,
+            self.refused,
+            self.failed,
+            self.ended,
+            self.in_dialog,
+            self.stray,
+            self.acks_absorbed,
+            self.media_errors,
+            self.branches,
+            self.failovers,
+            self.timeouts,
+            self.cancels_sent,
+            self.retransmissions,
+            self.challenges,
+            self.probes_sent,
+            self.gateways_down,
+            self.gateways_up
+        )
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Branches are being tried.
     Proceeding,
+    /// Answered.
     Confirmed,
+    /// Over (BYE, final failure); kept a while to absorb retransmissions.
     Ended,
+}
+
+/// One destination to try.
+#[derive(Debug, Clone)]
+struct Attempt {
+    dest: SocketAddr,
+    /// Request-URI for it.
+    ruri: String,
+    /// Gateway name (for gateways: tenant header, logs).
+    gateway: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    /// Sent, nothing heard.
+    Calling,
+    /// A provisional arrived.
+    Proceeding,
+    /// A final response arrived or the branch was given up.
+    Done,
+}
+
+#[derive(Debug)]
+struct Branch {
+    attempt: Attempt,
+    id: Vec<u8>,
+    /// The INVITE as sent (retransmissions, CANCEL, ACK).
+    request: Vec<u8>,
+    state: BranchState,
+    /// When the current state began.
+    since: Instant,
+    retx_at: Instant,
+    retx: Duration,
+    /// The caller cancelled before this branch rang: CANCEL it when it does.
+    cancel_pending: bool,
+    /// The final status it ended with (ours: 408 on silence or ring timeout).
+    status: u16,
+}
+
+impl Branch {
+    /// Still owes the call an answer: not done, and not a silent branch given up on.
+    fn outstanding(&self) -> bool {
+        match self.state {
+            BranchState::Done => false,
+            BranchState::Calling => !self.cancel_pending,
+            BranchState::Proceeding => true,
+        }
+    }
+}
+
+/// The best final failure so far.
+#[derive(Debug)]
+enum Best {
+    /// A response from downstream, as received.
+    Received(u16, Vec<u8>),
+    /// One this proxy makes up (408 on silence).
+    Local(u16),
+}
+
+impl Best {
+    fn status(&self) -> u16 {
+        match self {
+            Best::Received(s, _) | Best::Local(s) => *s,
+        }
+    }
+}
+
+/// Rank of a final failure: lower is preferred (RFC 3261 §16.7 step 6).
+fn rank(status: u16, local: bool) -> (u8, u8) {
+    let class = match status / 100 {
+        6 => 0,
+        3 => 1,
+        4 => 2,
+        _ => 3,
+    };
+    let within = match status {
+        401 | 407 | 415 | 420 | 484 => 0,
+        _ if local => 2,
+        _ => 1,
+    };
+    (class, within)
+}
+
+/// A dialog on the callee's side (one per answering branch).
+#[derive(Debug)]
+struct Dialog {
+    /// The callee's tag.
+    tag: Vec<u8>,
+    /// Where its requests go.
+    peer: SocketAddr,
 }
 
 #[derive(Debug)]
 struct Call {
     caller: SocketAddr,
-    callee: SocketAddr,
+    caller_tag: Vec<u8>,
     /// Branch of the caller's INVITE (retransmissions, CANCEL).
     in_branch: Vec<u8>,
-    /// The INVITE as forwarded (for CANCEL and the ACK of a non-2xx).
-    invite_out: Vec<u8>,
+    /// The caller's INVITE as received (for responses this proxy makes up).
+    invite_in: Vec<u8>,
+    /// To-tag of responses this proxy makes up.
+    tag: Vec<u8>,
+    /// Tenant domain (tenant header towards gateways).
+    tenant: Option<String>,
+    /// Strip Proxy-Authorization (our realm's credentials) before forwarding.
+    consumed_auth: bool,
+    /// The offer as it goes out (anchored), when there is one.
+    body_out: Option<Vec<u8>>,
+    branches: Vec<Branch>,
+    /// Destinations not tried yet (serial failover).
+    next: VecDeque<Attempt>,
+    best: Option<Best>,
+    /// Index of the branch whose answer set the media's leg B.
+    media_branch: Option<usize>,
+    cancelled: bool,
+    /// A final response went to the caller.
+    final_sent: bool,
+    dialogs: Vec<Dialog>,
     anchor: Option<Anchor>,
     phase: Phase,
     touched: Instant,
@@ -124,22 +321,37 @@ struct Call {
 /// Datagrams to send.
 pub type Out = Vec<(SocketAddr, Vec<u8>)>;
 
+/// What an outstanding branch of ours belongs to.
+#[derive(Debug)]
+enum Pending {
+    /// An in-dialog request forwarded from `source`: its responses go back there.
+    InDialog(SocketAddr, Instant),
+    /// A branch of a call's INVITE.
+    Invite(Vec<u8>),
+}
+
 /// The proxy.
 #[derive(Debug)]
 pub struct Proxy {
     /// Our SIP address (Via, Record-Route).
     me: SocketAddr,
     calls: HashMap<Vec<u8>, Call>,
-    /// Our branch → where the response goes (the request's source).
-    pending: HashMap<Vec<u8>, (SocketAddr, Instant)>,
+    pending: HashMap<Vec<u8>, Pending>,
+    router: Router,
+    auth: AuthPolicy,
     seq: u64,
     stats: ProxyStats,
+    health_log: Vec<HealthChange>,
 }
 
 /// How long an unanswered call or a pending in-dialog transaction is kept.
 pub const PENDING_TTL: Duration = Duration::from_secs(180);
 /// How long an ended call is kept (to absorb retransmissions).
 pub const ENDED_TTL: Duration = Duration::from_secs(32);
+/// RFC 3261 T1: the first INVITE retransmission interval.
+const T1: Duration = Duration::from_millis(500);
+/// The longest retransmission interval used.
+const RETX_CAP: Duration = Duration::from_secs(4);
 
 fn sdp_media(body: &[u8]) -> Option<LegMedia> {
     let sdp = Sdp::parse(body).ok()?;
@@ -217,21 +429,48 @@ fn branch_of(msg: &Message<'_>) -> Vec<u8> {
     msg.top_via().branch().unwrap_or_default().to_vec()
 }
 
+fn is_failover_status(status: u16) -> bool {
+    status == 408 || (500..600).contains(&status)
+}
+
 impl Proxy {
-    /// A proxy whose Via and Record-Route name `me`.
+    /// A proxy whose Via and Record-Route name `me`, routing to registered subscribers only,
+    /// with [`AuthPolicy::Outbound`].
     pub fn new(me: SocketAddr) -> Proxy {
+        Proxy::with_routing(
+            me,
+            Router::new(RoutingConfig::default()),
+            AuthPolicy::Outbound,
+        )
+    }
+
+    /// A proxy with DIDs, gateways, dispatchers and routes.
+    pub fn with_routing(me: SocketAddr, router: Router, auth: AuthPolicy) -> Proxy {
         Proxy {
             me,
             calls: HashMap::new(),
             pending: HashMap::new(),
+            router,
+            auth,
             seq: 0,
             stats: ProxyStats::default(),
+            health_log: Vec::new(),
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> ProxyStats {
         self.stats
+    }
+
+    /// Routing state (gateway health).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Gateway health changes since the last call (for the log).
+    pub fn take_health_changes(&mut self) -> Vec<HealthChange> {
+        std::mem::take(&mut self.health_log)
     }
 
     /// Calls being set up or up.
@@ -259,12 +498,10 @@ impl Proxy {
     /// answer.
     pub fn sweep(&mut self, now: Instant, media: &mut dyn MediaAnchor) {
         self.calls.retain(|_, c| {
-            let ttl = if c.phase == Phase::Ended {
-                ENDED_TTL
-            } else if c.phase == Phase::Proceeding {
-                PENDING_TTL
-            } else {
-                return true;
+            let ttl = match c.phase {
+                Phase::Ended => ENDED_TTL,
+                Phase::Proceeding => PENDING_TTL,
+                Phase::Confirmed => return true,
             };
             let keep = now.duration_since(c.touched) < ttl;
             if !keep {
@@ -274,8 +511,11 @@ impl Proxy {
             }
             keep
         });
-        self.pending
-            .retain(|_, (_, t)| now.duration_since(*t) < PENDING_TTL);
+        let calls = &self.calls;
+        self.pending.retain(|_, p| match p {
+            Pending::InDialog(_, t) => now.duration_since(*t) < PENDING_TTL,
+            Pending::Invite(call_id) => calls.contains_key(call_id),
+        });
     }
 
     fn respond(
@@ -301,7 +541,7 @@ impl Proxy {
         &mut self,
         msg: &Message<'_>,
         source: SocketAddr,
-        registrar: &Registrar,
+        registrar: &mut Registrar,
         media: Option<&mut dyn MediaAnchor>,
         now: Instant,
         unix_now: u64,
@@ -319,31 +559,12 @@ impl Proxy {
             return out;
         }
         if method == Method::Cancel {
-            let branch = branch_of(msg);
-            let Some(call) = self.calls.get(&call_id).filter(|c| c.in_branch == branch) else {
-                Self::respond(
-                    msg,
-                    481,
-                    b"Call/Transaction Does Not Exist",
-                    tag,
-                    &mut out,
-                    source,
-                );
-                return out;
-            };
-            Self::respond(msg, 200, b"OK", tag, &mut out, source);
-            if call.phase == Phase::Proceeding {
-                if let Ok(inv) = Message::parse(&call.invite_out) {
-                    let mut c = Vec::new();
-                    cancel_for(&inv, &mut c);
-                    out.push((call.callee, c));
-                }
-            }
+            self.cancel(msg, source, media, now, tag, &call_id, &mut out);
             return out;
         }
         let Some(call) = self.calls.get_mut(&call_id) else {
             if method == Method::Ack {
-                // Most likely the ACK of a 404/480/483/503 sent from here.
+                // Most likely the ACK of a 404/407/480/483/503 sent from here.
                 self.stats.acks_absorbed += 1;
             } else {
                 Self::respond(
@@ -364,14 +585,44 @@ impl Proxy {
             self.stats.acks_absorbed += 1;
             return out;
         }
-        let from_caller = source == call.caller;
+        let from_caller = msg.from_tag().unwrap_or_default() == call.caller_tag.as_slice();
         let dest = if from_caller {
-            call.callee
+            let to_tag = msg.to_tag().unwrap_or_default();
+            match call
+                .dialogs
+                .iter()
+                .find(|d| d.tag == to_tag)
+                .or(call.dialogs.first())
+            {
+                Some(d) => d.peer,
+                None => {
+                    Self::respond(
+                        msg,
+                        481,
+                        b"Call/Transaction Does Not Exist",
+                        tag,
+                        &mut out,
+                        source,
+                    );
+                    self.stats.stray += 1;
+                    return out;
+                }
+            }
         } else {
             call.caller
         };
+        // Only the dialog that owns the media moves it.
+        let owns_media = !from_caller
+            || call.media_branch.is_some_and(|i| {
+                call.branches.get(i).is_some_and(|b| {
+                    call.dialogs
+                        .iter()
+                        .any(|d| d.peer == b.attempt.dest && Some(d.tag.as_slice()) == msg.to_tag())
+                })
+            })
+            || call.dialogs.len() <= 1;
         let mut body = None;
-        if !msg.body().is_empty() {
+        if !msg.body().is_empty() && owns_media {
             if let (Some(a), Some(m), Some(leg)) = (call.anchor, media, sdp_media(msg.body())) {
                 let (port, update) = if from_caller {
                     (a.port_b, m.set_caller(a.id, &leg))
@@ -415,7 +666,8 @@ impl Proxy {
             return out;
         }
         if method != Method::Ack {
-            self.pending.insert(branch.into_bytes(), (source, now));
+            self.pending
+                .insert(branch.into_bytes(), Pending::InDialog(source, now));
         }
         self.stats.in_dialog += 1;
         out.push((dest, fwd));
@@ -423,11 +675,194 @@ impl Proxy {
     }
 
     #[allow(clippy::too_many_arguments)]
+    fn cancel(
+        &mut self,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        media: Option<&mut dyn MediaAnchor>,
+        now: Instant,
+        tag: &[u8],
+        call_id: &[u8],
+        out: &mut Out,
+    ) {
+        let branch = branch_of(msg);
+        let Some(call) = self
+            .calls
+            .get_mut(call_id)
+            .filter(|c| c.in_branch == branch)
+        else {
+            Self::respond(
+                msg,
+                481,
+                b"Call/Transaction Does Not Exist",
+                tag,
+                out,
+                source,
+            );
+            return;
+        };
+        Self::respond(msg, 200, b"OK", tag, out, source);
+        if call.phase != Phase::Proceeding || call.final_sent || call.cancelled {
+            return;
+        }
+        call.cancelled = true;
+        call.touched = now;
+        call.next.clear();
+        for b in &mut call.branches {
+            match b.state {
+                BranchState::Proceeding => {
+                    if let Ok(inv) = Message::parse(&b.request) {
+                        let mut c = Vec::new();
+                        cancel_for(&inv, &mut c);
+                        out.push((b.attempt.dest, c));
+                        self.stats.cancels_sent += 1;
+                    }
+                }
+                BranchState::Calling => b.cancel_pending = true,
+                BranchState::Done => {}
+            }
+        }
+        self.finish_if_done(call_id, media, out);
+    }
+
+    /// The caller's tenant when its credentials hold; otherwise the 407 or 403 is in `out`.
+    fn authenticate(
+        &mut self,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        registrar: &mut Registrar,
+        unix_now: u64,
+        tag: &[u8],
+        out: &mut Out,
+    ) -> Option<String> {
+        let mut b = Vec::new();
+        let now = Duration::from_secs(unix_now);
+        match registrar.authenticate_caller(msg, now, tag, &mut b) {
+            CallerAuth::Authenticated { domain, .. } => Some(domain),
+            CallerAuth::Challenged => {
+                self.stats.challenges += 1;
+                out.push((source, b));
+                None
+            }
+            CallerAuth::Denied => {
+                self.stats.refused += 1;
+                out.push((source, b));
+                None
+            }
+        }
+    }
+
+    /// Who an initial INVITE goes to, or the refusal already written into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn route_invite(
+        &mut self,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        registrar: &mut Registrar,
+        unix_now: u64,
+        tag: &[u8],
+        out: &mut Out,
+    ) -> Option<(Vec<Attempt>, bool, Option<String>, bool)> {
+        let ruri = msg.request_uri()?;
+        let from_gateway = self.router.gateway_at(source).is_some();
+        let user = ruri.user.map(|u| String::from_utf8_lossy(u).into_owned());
+        let host = ruri.host.map(|h| h.text).unwrap_or_default();
+        let served = registrar.tenant_domain(host).map(str::to_string);
+        let refuse = |s: &mut Self, code: u16, reason: &[u8], out: &mut Out| {
+            s.stats.refused += 1;
+            Self::respond(msg, code, reason, tag, out, source);
+        };
+        let Some(user) = user else {
+            refuse(self, 404, b"Not Found", out);
+            return None;
+        };
+        // Who the caller is, when the policy asks.
+        let mut consumed_auth = false;
+        let mut caller_tenant = None;
+        if self.auth == AuthPolicy::All && !from_gateway {
+            caller_tenant = Some(self.authenticate(msg, source, registrar, unix_now, tag, out)?);
+            consumed_auth = true;
+        }
+        // 1. A DID.
+        let did = self
+            .router
+            .did(&user)
+            .map(|d| (d.tenant.clone(), d.user.clone()));
+        let local = match did {
+            Some((t, u)) => Some((t, u)),
+            None => served
+                .as_ref()
+                .filter(|d| registrar.is_subscriber(d, &user))
+                .map(|d| (d.clone(), user.clone())),
+        };
+        if let Some((tenant, u)) = local {
+            // 2. A subscriber: every registered contact at once.
+            let aor = format!("{u}@{tenant}");
+            let bindings = registrar.lookup(&aor, unix_now);
+            if bindings.is_empty() {
+                refuse(self, 480, b"Temporarily Unavailable", out);
+                return None;
+            }
+            let attempts = bindings
+                .into_iter()
+                .map(|b| Attempt {
+                    dest: contact_destination(&b.contact, b.received),
+                    ruri: b.contact,
+                    gateway: None,
+                })
+                .collect();
+            return Some((attempts, true, Some(tenant), consumed_auth));
+        }
+        if from_gateway {
+            // A trunk reaches our numbers, never another trunk.
+            refuse(self, 404, b"Not Found", out);
+            return None;
+        }
+        // 3. An outbound route.
+        let route_tenant = caller_tenant.clone().or(served.clone()).unwrap_or_default();
+        let Some((route, number)) = self.router.route(&route_tenant, &user) else {
+            refuse(self, 404, b"Not Found", out);
+            return None;
+        };
+        let target = route.target.clone();
+        let route_tenant_owned = route.tenant.clone();
+        let tenant = if self.auth == AuthPolicy::None {
+            caller_tenant.or(served).or(route_tenant_owned)
+        } else if let Some(t) = caller_tenant {
+            Some(t)
+        } else {
+            let t = self.authenticate(msg, source, registrar, unix_now, tag, out)?;
+            consumed_auth = true;
+            Some(t)
+        };
+        let dests = self.router.destinations(&target);
+        if dests.is_empty() {
+            self.stats.refused += 1;
+            let mut b = Vec::new();
+            ResponseBuilder::new(msg, 503, b"No Gateway Available")
+                .to_tag(tag)
+                .header(HeaderName::RetryAfter, b"30")
+                .write(&mut b);
+            out.push((source, b));
+            return None;
+        }
+        let attempts = dests
+            .into_iter()
+            .map(|d| Attempt {
+                dest: d.address,
+                ruri: format!("sip:{number}@{}", d.address),
+                gateway: Some(d.gateway),
+            })
+            .collect();
+        Some((attempts, false, tenant, consumed_auth))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn initial_invite(
         &mut self,
         msg: &Message<'_>,
         source: SocketAddr,
-        registrar: &Registrar,
+        registrar: &mut Registrar,
         media: Option<&mut dyn MediaAnchor>,
         now: Instant,
         unix_now: u64,
@@ -450,27 +885,14 @@ impl Proxy {
             Self::respond(msg, 483, b"Too Many Hops", tag, out, source);
             return;
         }
-        let Some(ruri) = msg.request_uri() else {
-            return;
-        };
-        let (Some(user), Some(host)) = (ruri.user, ruri.host) else {
-            self.stats.refused += 1;
-            Self::respond(msg, 404, b"Not Found", tag, out, source);
-            return;
-        };
-        let Some(aor) = registrar.aor_for(user, host.text) else {
-            self.stats.refused += 1;
-            Self::respond(msg, 404, b"Not Found", tag, out, source);
-            return;
-        };
-        let Some(target) = registrar.lookup(&aor, unix_now).into_iter().next() else {
-            self.stats.refused += 1;
-            Self::respond(msg, 480, b"Temporarily Unavailable", tag, out, source);
+        let Some((attempts, parallel, tenant, consumed_auth)) =
+            self.route_invite(msg, source, registrar, unix_now, tag, out)
+        else {
             return;
         };
         Self::respond(msg, 100, b"Trying", tag, out, source);
         let mut anchor = None;
-        let mut body = None;
+        let mut body_out = None;
         if let (Some(m), false) = (media, msg.body().is_empty()) {
             // An offer we cannot anchor is refused: forwarding it would let the media bypass
             // the relay unseen.
@@ -488,88 +910,517 @@ impl Proxy {
                     return;
                 }
             };
-            body = rewrite_sdp(msg.body(), a.addr, a.port_b);
-            if body.is_none() {
+            body_out = rewrite_sdp(msg.body(), a.addr, a.port_b);
+            if body_out.is_none() {
                 m.delete(a.id);
                 self.stats.refused += 1;
                 Self::respond(msg, 488, b"Not Acceptable Here", tag, out, source);
                 return;
             }
-            anchor = Some((a, m));
+            anchor = Some(a);
         }
-        let out_branch = self.new_branch();
-        let via = self.via(&out_branch);
+        let mut call = Call {
+            caller: source,
+            caller_tag: msg.from_tag().unwrap_or_default().to_vec(),
+            in_branch: branch,
+            invite_in: msg.as_bytes().to_vec(),
+            tag: tag.to_vec(),
+            tenant,
+            consumed_auth,
+            body_out,
+            branches: Vec::new(),
+            next: VecDeque::new(),
+            best: None,
+            media_branch: None,
+            cancelled: false,
+            final_sent: false,
+            dialogs: Vec::new(),
+            anchor,
+            phase: Phase::Proceeding,
+            touched: now,
+        };
+        let mut attempts = VecDeque::from(attempts);
+        let first: Vec<Attempt> = if parallel {
+            attempts.drain(..).collect()
+        } else {
+            attempts.pop_front().into_iter().collect()
+        };
+        call.next = attempts;
+        self.stats.calls += 1;
+        for a in first {
+            self.start_branch(&mut call, msg, a, now, out);
+        }
+        let call_id = call_id.to_vec();
+        let nothing_sent = call.branches.is_empty();
+        self.calls.insert(call_id.clone(), call);
+        if nothing_sent {
+            // No destination could be written out (a registered contact we cannot use).
+            self.fail_over(&call_id, now, out);
+            self.finish_if_done(&call_id, None, out);
+        }
+    }
+
+    /// Sends the INVITE to one destination as a new branch of `call`.
+    fn start_branch(
+        &mut self,
+        call: &mut Call,
+        msg: &Message<'_>,
+        attempt: Attempt,
+        now: Instant,
+        out: &mut Out,
+    ) -> bool {
+        let id = self.new_branch();
+        let via = self.via(&id);
         let rr = self.record_route();
+        let tenant_line = match (
+            &self.router.config().tenant_header,
+            &attempt.gateway,
+            &call.tenant,
+        ) {
+            (Some(h), Some(_), Some(t)) => Some(format!("{h}: {t}")),
+            _ => None,
+        };
+        let ruri = attempt.ruri.clone();
         let mut ed = Editor::new(msg);
-        // Zero was refused above; an absent Max-Forwards is added as 70.
+        // Zero was refused before; an absent Max-Forwards is added as 70.
         let _ = ed.decrement_max_forwards();
         ed.push_via(via.as_bytes());
         ed.add_record_route(rr.as_bytes());
-        if let Some(b) = &body {
+        if call.consumed_auth {
+            ed.remove_header(HeaderName::ProxyAuthorization);
+        }
+        if let Some(h) = &self.router.config().tenant_header {
+            ed.remove_raw_header(h.as_bytes());
+        }
+        if let Some(line) = &tenant_line {
+            ed.add_raw_header(line.as_bytes());
+        }
+        if let Some(b) = &call.body_out {
             ed.set_body(b, None);
         }
-        let mut fwd = Vec::new();
-        if ed.set_request_uri(target.contact.as_bytes()).is_err() || ed.write(&mut fwd).is_err() {
-            // The registered contact or the request cannot be written out: say so.
-            if let Some((a, m)) = anchor {
-                m.delete(a.id);
+        let mut request = Vec::new();
+        if ed.set_request_uri(ruri.as_bytes()).is_err() || ed.write(&mut request).is_err() {
+            // This destination cannot be written to: as if it failed at once.
+            if call
+                .best
+                .as_ref()
+                .is_none_or(|b| rank(500, true) < rank(b.status(), false))
+            {
+                call.best = Some(Best::Local(500));
             }
-            self.stats.refused += 1;
-            Self::respond(msg, 500, b"Cannot Forward", tag, out, source);
+            return false;
+        }
+        self.stats.branches += 1;
+        out.push((attempt.dest, request.clone()));
+        self.pending.insert(
+            id.clone().into_bytes(),
+            Pending::Invite(msg.call_id().to_vec()),
+        );
+        call.branches.push(Branch {
+            attempt,
+            id: id.into_bytes(),
+            request,
+            state: BranchState::Calling,
+            since: now,
+            retx_at: now + T1,
+            retx: T1,
+            cancel_pending: false,
+            status: 0,
+        });
+        true
+    }
+
+    /// Tries the next serial destination of a call whose branches all failed over.
+    fn fail_over(&mut self, call_id: &[u8], now: Instant, out: &mut Out) {
+        let Some(mut call) = self.calls.remove(call_id) else {
+            return;
+        };
+        while call.phase == Phase::Proceeding
+            && !call.cancelled
+            && !call.final_sent
+            && !call.branches.iter().any(Branch::outstanding)
+            && call
+                .best
+                .as_ref()
+                .is_none_or(|b| is_failover_status(b.status()))
+        {
+            let Some(next) = call.next.pop_front() else {
+                break;
+            };
+            if !call.branches.is_empty() {
+                self.stats.failovers += 1;
+            }
+            let invite = call.invite_in.clone();
+            let Ok(msg) = Message::parse(&invite) else {
+                break;
+            };
+            self.start_branch(&mut call, &msg, next, now, out);
+        }
+        self.calls.insert(call_id.to_vec(), call);
+    }
+
+    /// When nothing is left to try, sends the best final response to the caller and ends
+    /// the call.
+    fn finish_if_done<'m>(
+        &mut self,
+        call_id: &[u8],
+        media: Option<&mut (dyn MediaAnchor + 'm)>,
+        out: &mut Out,
+    ) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if call.final_sent
+            || call.phase != Phase::Proceeding
+            || !call.next.is_empty()
+            || call.branches.iter().any(Branch::outstanding)
+        {
             return;
         }
-        let anchor = anchor.map(|(a, _)| a);
-        let callee = contact_destination(&target.contact, target.received);
-        self.calls.insert(
-            call_id.to_vec(),
-            Call {
-                caller: source,
-                callee,
-                in_branch: branch,
-                invite_out: fwd.clone(),
-                anchor,
-                phase: Phase::Proceeding,
-                touched: now,
-            },
-        );
-        self.pending.insert(out_branch.into_bytes(), (source, now));
-        self.stats.calls += 1;
-        out.push((callee, fwd));
+        call.final_sent = true;
+        call.phase = Phase::Ended;
+        self.stats.failed += 1;
+        let Ok(invite) = Message::parse(&call.invite_in) else {
+            return;
+        };
+        let mut b = Vec::new();
+        let local = |code: u16, reason: &[u8], b: &mut Vec<u8>| {
+            ResponseBuilder::new(&invite, code, reason)
+                .to_tag(&call.tag)
+                .write(b);
+        };
+        match &call.best {
+            _ if call.cancelled && !matches!(&call.best, Some(Best::Received(487, _))) => {
+                local(487, b"Request Terminated", &mut b);
+            }
+            Some(Best::Received(503, _)) => local(500, b"Service Unavailable Downstream", &mut b),
+            Some(Best::Received(_, resp)) => {
+                if let Ok(r) = Message::parse(resp) {
+                    let mut ed = Editor::new(&r);
+                    if ed.pop_via().is_err() || ed.write(&mut b).is_err() {
+                        b.clear();
+                    }
+                }
+                if b.is_empty() {
+                    local(500, b"Server Internal Error", &mut b);
+                }
+            }
+            Some(Best::Local(code)) if *code == 408 => local(408, b"Request Timeout", &mut b),
+            Some(Best::Local(_)) => local(500, b"Cannot Forward", &mut b),
+            None => local(408, b"Request Timeout", &mut b),
+        }
+        out.push((call.caller, b));
+        if let (Some(a), Some(m)) = (call.anchor.take(), media) {
+            m.delete(a.id);
+        }
+    }
+
+    /// Timers: INVITE retransmissions, failover on silence, ring timeouts, gateway probes.
+    pub fn tick(&mut self, now: Instant, mut media: Option<&mut dyn MediaAnchor>) -> Out {
+        let mut out = Out::new();
+        let timing = self.router.timing();
+        let mut check = Vec::new();
+        for (call_id, call) in &mut self.calls {
+            if call.phase != Phase::Proceeding && call.phase != Phase::Confirmed {
+                continue;
+            }
+            let mut changed = false;
+            for b in &mut call.branches {
+                match b.state {
+                    BranchState::Calling
+                        if now.duration_since(b.since) >= timing.failover_timeout =>
+                    {
+                        b.state = BranchState::Done;
+                        b.status = 408;
+                        self.stats.timeouts += 1;
+                        changed = true;
+                        if call
+                            .best
+                            .as_ref()
+                            .is_none_or(|x| rank(408, true) < rank(x.status(), false))
+                        {
+                            call.best = Some(Best::Local(408));
+                        }
+                    }
+                    BranchState::Calling if now >= b.retx_at => {
+                        out.push((b.attempt.dest, b.request.clone()));
+                        self.stats.retransmissions += 1;
+                        b.retx = (b.retx * 2).min(RETX_CAP);
+                        b.retx_at = now + b.retx;
+                    }
+                    BranchState::Proceeding
+                        if call.phase == Phase::Proceeding
+                            && now.duration_since(b.since) >= timing.ring_timeout =>
+                    {
+                        if let Ok(inv) = Message::parse(&b.request) {
+                            let mut c = Vec::new();
+                            cancel_for(&inv, &mut c);
+                            out.push((b.attempt.dest, c));
+                            self.stats.cancels_sent += 1;
+                        }
+                        b.state = BranchState::Done;
+                        b.status = 408;
+                        changed = true;
+                        if call
+                            .best
+                            .as_ref()
+                            .is_none_or(|x| rank(408, true) < rank(x.status(), false))
+                        {
+                            call.best = Some(Best::Local(408));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if changed {
+                check.push(call_id.clone());
+            }
+        }
+        for id in check {
+            self.fail_over(&id, now, &mut out);
+            self.finish_if_done(&id, media.as_deref_mut(), &mut out);
+        }
+        // Probes.
+        let me = self.me;
+        let mut seq = self.seq;
+        let pid = std::process::id();
+        let (probes, changes) = self.router.due_probes(now, || {
+            seq += 1;
+            format!("z9hG4bK-tlp{pid:x}-{seq:x}").into_bytes()
+        });
+        self.seq = seq;
+        for ch in changes {
+            if matches!(ch, HealthChange::Down(_)) {
+                self.stats.gateways_down += 1;
+            }
+            self.health_log.push(ch);
+        }
+        for (_, addr, branch) in probes {
+            let b = String::from_utf8_lossy(&branch);
+            let req = format!(
+                "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={b}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:trunkline@{me}>;tag={b}\r\nTo: <sip:{addr}>\r\n\
+                 Call-ID: {b}@{ip}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: Trunkline/{v}\r\n\
+                 Content-Length: 0\r\n\r\n",
+                ip = me.ip(),
+                v = env!("CARGO_PKG_VERSION")
+            );
+            self.stats.probes_sent += 1;
+            out.push((addr, req.into_bytes()));
+        }
+        out
     }
 
     /// Handles a response from `source`.
     pub fn on_response(
         &mut self,
         msg: &Message<'_>,
-        _source: SocketAddr,
-        mut media: Option<&mut dyn MediaAnchor>,
+        source: SocketAddr,
+        media: Option<&mut dyn MediaAnchor>,
         now: Instant,
     ) -> Out {
         let mut out = Out::new();
         let branch = branch_of(msg);
+        let status = msg.status().unwrap_or(0);
+        if msg.cseq_method() == Method::Options {
+            if let Some((name, came_up)) = self.router.probe_answered(&branch, status) {
+                if came_up {
+                    self.stats.gateways_up += 1;
+                    self.health_log.push(HealthChange::Up(name));
+                }
+                return out;
+            }
+        }
         if msg.cseq_method() == Method::Cancel {
-            // The callee's answer to our CANCEL: the caller's CANCEL was answered here.
+            // The answer to a CANCEL of ours: the caller's CANCEL was answered here.
             return out;
         }
-        let Some(&(dest, _)) = self.pending.get(&branch) else {
+        let call_id = match self.pending.get(&branch) {
+            Some(Pending::InDialog(dest, _)) => {
+                let dest = *dest;
+                return self.in_dialog_response(msg, dest, media, now, &branch);
+            }
+            Some(Pending::Invite(call_id)) => call_id.clone(),
+            None => {
+                self.stats.stray += 1;
+                return out;
+            }
+        };
+        let _ = source;
+        let Some(call) = self.calls.get_mut(&call_id) else {
             self.stats.stray += 1;
             return out;
         };
+        call.touched = now;
+        let Some(bi) = call.branches.iter().position(|b| b.id == branch) else {
+            self.stats.stray += 1;
+            return out;
+        };
+        let first_answer = (200..300).contains(&status) && call.media_branch.is_none();
+        {
+            let b = &mut call.branches[bi];
+            if status < 200 {
+                if b.state == BranchState::Calling {
+                    b.state = BranchState::Proceeding;
+                    b.since = now;
+                    if b.cancel_pending {
+                        if let Ok(inv) = Message::parse(&b.request) {
+                            let mut c = Vec::new();
+                            cancel_for(&inv, &mut c);
+                            out.push((b.attempt.dest, c));
+                            self.stats.cancels_sent += 1;
+                        }
+                    }
+                }
+            } else if status >= 300 {
+                // Hop-by-hop ACK (also for a retransmitted final: ours was lost).
+                if let Ok(inv) = Message::parse(&b.request) {
+                    let mut ack = Vec::new();
+                    ack_for_non2xx(&inv, msg, &mut ack);
+                    out.push((b.attempt.dest, ack));
+                }
+                if b.state == BranchState::Done {
+                    return out;
+                }
+                b.state = BranchState::Done;
+                b.status = status;
+            } else {
+                b.state = BranchState::Done;
+                b.status = status;
+            }
+        }
+        if status == 100 {
+            return out;
+        }
+        if (200..300).contains(&status) {
+            // An answer: the call is up; every other branch is cancelled.
+            if let Some(to_tag) = msg.to_tag() {
+                if !call.dialogs.iter().any(|d| d.tag == to_tag) {
+                    let peer = call.branches[bi].attempt.dest;
+                    call.dialogs.push(Dialog {
+                        tag: to_tag.to_vec(),
+                        peer,
+                    });
+                }
+            }
+            if call.phase == Phase::Proceeding {
+                call.phase = Phase::Confirmed;
+                call.final_sent = true;
+                self.stats.answered += 1;
+                call.next.clear();
+                for (i, b) in call.branches.iter_mut().enumerate() {
+                    if i == bi {
+                        continue;
+                    }
+                    match b.state {
+                        BranchState::Proceeding => {
+                            if let Ok(inv) = Message::parse(&b.request) {
+                                let mut c = Vec::new();
+                                cancel_for(&inv, &mut c);
+                                out.push((b.attempt.dest, c));
+                                self.stats.cancels_sent += 1;
+                            }
+                            b.state = BranchState::Done;
+                            b.status = 487;
+                        }
+                        // Not ringing yet: CANCEL when it does (RFC 3261 §9.1).
+                        BranchState::Calling => b.cancel_pending = true,
+                        BranchState::Done => {}
+                    }
+                }
+            }
+        } else if status >= 300 {
+            let better = call.best.as_ref().is_none_or(|x| {
+                rank(status, false) < rank(x.status(), matches!(x, Best::Local(_)))
+            });
+            if better {
+                call.best = Some(Best::Received(status, msg.as_bytes().to_vec()));
+            }
+            if status >= 600 && !call.final_sent {
+                // A 6xx ends the search: cancel the rest.
+                call.next.clear();
+                for b in &mut call.branches {
+                    if b.state == BranchState::Proceeding {
+                        if let Ok(inv) = Message::parse(&b.request) {
+                            let mut c = Vec::new();
+                            cancel_for(&inv, &mut c);
+                            out.push((b.attempt.dest, c));
+                            self.stats.cancels_sent += 1;
+                        }
+                    }
+                    match b.state {
+                        BranchState::Proceeding => {
+                            b.state = BranchState::Done;
+                            b.status = 487;
+                        }
+                        BranchState::Calling => b.cancel_pending = true,
+                        BranchState::Done => {}
+                    }
+                }
+            }
+            self.fail_over(&call_id, now, &mut out);
+            self.finish_if_done(&call_id, media, &mut out);
+            return out;
+        }
+        // 1xx (but 100) or 2xx: forward to the caller, with the answer's SDP anchored.
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return out;
+        };
+        if status < 200 && call.final_sent {
+            return out;
+        }
+        let mut body = None;
+        let takes_media = status < 200 && call.media_branch.is_none() || first_answer;
+        if !msg.body().is_empty() {
+            if let (Some(a), Some(m)) = (call.anchor, media) {
+                if takes_media {
+                    if let Some(leg) = sdp_media(msg.body()) {
+                        if m.set_callee(a.id, &leg).is_err() {
+                            self.stats.media_errors += 1;
+                        }
+                    }
+                }
+                body = rewrite_sdp(msg.body(), a.addr, a.port_a);
+            }
+        }
+        if first_answer {
+            call.media_branch = Some(bi);
+        }
+        let mut ed = Editor::new(msg);
+        if ed.pop_via().is_err() {
+            return out;
+        }
+        if let Some(b) = &body {
+            ed.set_body(b, None);
+        }
+        let mut fwd = Vec::new();
+        if ed.write(&mut fwd).is_ok() {
+            out.push((call.caller, fwd));
+        }
+        out
+    }
+
+    /// A response to an in-dialog request: back to where the request came from.
+    fn in_dialog_response(
+        &mut self,
+        msg: &Message<'_>,
+        dest: SocketAddr,
+        mut media: Option<&mut dyn MediaAnchor>,
+        now: Instant,
+        branch: &[u8],
+    ) -> Out {
+        let mut out = Out::new();
         let status = msg.status().unwrap_or(0);
-        let is_invite = msg.cseq_method() == Method::Invite;
         let call_id = msg.call_id().to_vec();
         let mut body = None;
         if let Some(call) = self.calls.get_mut(&call_id) {
             call.touched = now;
-            let initial = is_invite && call.phase == Phase::Proceeding;
-            let failed = initial && status >= 300;
-            if is_invite && !failed && !msg.body().is_empty() {
+            let to_caller = dest == call.caller;
+            if msg.cseq_method() == Method::Invite && status < 300 && !msg.body().is_empty() {
                 if let (Some(a), Some(m), Some(leg)) =
                     (call.anchor, media.as_deref_mut(), sdp_media(msg.body()))
                 {
-                    // The answer: its sender's leg learns where it receives; the SDP names
-                    // the relay port facing the party it goes to.
-                    let to_caller = dest == call.caller;
+                    // A re-INVITE's answer: its sender's leg learns where it receives.
                     let r = if to_caller {
                         m.set_callee(a.id, &leg)
                     } else {
@@ -582,30 +1433,15 @@ impl Proxy {
                     body = rewrite_sdp(msg.body(), a.addr, port);
                 }
             }
-            if initial && (200..300).contains(&status) {
-                call.phase = Phase::Confirmed;
-                self.stats.answered += 1;
-            }
-            if failed {
-                // Hop-by-hop ACK to the callee; the call is over.
-                if let Ok(inv) = Message::parse(&call.invite_out) {
-                    let mut ack = Vec::new();
-                    ack_for_non2xx(&inv, msg, &mut ack);
-                    out.push((call.callee, ack));
-                }
-                call.phase = Phase::Ended;
-            }
             if msg.cseq_method() == Method::Bye && status >= 200 {
                 call.phase = Phase::Ended;
-            }
-            if call.phase == Phase::Ended {
                 if let (Some(a), Some(m)) = (call.anchor.take(), media) {
                     m.delete(a.id);
                 }
             }
         }
         if status >= 200 {
-            self.pending.remove(&branch);
+            self.pending.remove(branch);
         }
         let mut ed = Editor::new(msg);
         if ed.pop_via().is_err() {

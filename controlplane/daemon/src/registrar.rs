@@ -117,6 +117,26 @@ pub struct RegistrarStats {
     pub refused: u64,
     /// Bindings dropped because they expired.
     pub expired: u64,
+    /// 407 challenges sent to callers.
+    pub call_challenges: u64,
+    /// Callers' credentials refused (403).
+    pub call_auth_failures: u64,
+}
+
+/// What [`Registrar::authenticate_caller`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerAuth {
+    /// Valid credentials of this subscriber (`user`, tenant `domain`).
+    Authenticated {
+        /// Tenant domain.
+        domain: String,
+        /// Subscriber.
+        user: String,
+    },
+    /// No or stale credentials: `out` holds a 407 with a challenge.
+    Challenged,
+    /// Wrong credentials, another identity, a domain not served: `out` holds a 403.
+    Denied,
 }
 
 #[derive(Debug)]
@@ -187,6 +207,84 @@ impl Registrar {
         self.tenants
             .iter()
             .position(|t| t.tenant.domain == h || t.tenant.aliases.contains(&h))
+    }
+
+    /// The tenant domain that `host` names, if served.
+    pub fn tenant_domain(&self, host: &[u8]) -> Option<&str> {
+        self.tenant_index(host)
+            .map(|i| self.tenants[i].tenant.domain.as_str())
+    }
+
+    /// Whether `user` is a subscriber of the tenant `domain`.
+    pub fn is_subscriber(&self, domain: &str, user: &str) -> bool {
+        self.tenants
+            .iter()
+            .any(|t| t.tenant.domain == domain && t.tenant.subscribers.contains_key(user))
+    }
+
+    /// Authenticates the caller of a request (RFC 3261 §22.3, proxy authentication): the
+    /// From user must be a subscriber of a served domain and prove it with
+    /// `Proxy-Authorization` for that domain's realm. Writes the 407 or 403 into `out`.
+    pub fn authenticate_caller(
+        &mut self,
+        msg: &Message<'_>,
+        now: Duration,
+        tag: &[u8],
+        out: &mut Vec<u8>,
+    ) -> CallerAuth {
+        let from = &msg.from().uri;
+        let Some(ti) = from.host.and_then(|h| self.tenant_index(h.text)) else {
+            self.stats.call_auth_failures += 1;
+            Self::respond(msg, 403, b"Forbidden (caller domain not served)", tag, out);
+            return CallerAuth::Denied;
+        };
+        let user = text(from.user.unwrap_or_default());
+        let domain = self.tenants[ti].tenant.domain.clone();
+        let request = digest::Request {
+            method: msg.method().map_or(&b""[..], |m| m.as_bytes()),
+            uri: msg.request_uri().map_or(&[][..], sip::Uri::as_bytes),
+            body: msg.body(),
+        };
+        let mut stale = false;
+        for value in msg.header_values(HeaderName::ProxyAuthorization) {
+            let Ok(Credentials::Digest(view)) = digest::parse_credentials(value) else {
+                continue;
+            };
+            if !view.realm().eq_bytes(domain.as_bytes()) {
+                continue;
+            }
+            let username = text(&view.username().unescaped());
+            let password = self.tenants[ti].tenant.subscribers.get(&username).cloned();
+            let (true, Some(password)) = (username == user, password) else {
+                self.stats.call_auth_failures += 1;
+                Self::respond(msg, 403, b"Forbidden (bad credentials)", tag, out);
+                return CallerAuth::Denied;
+            };
+            match self.tenants[ti].challenger.verify(
+                &view,
+                &request,
+                Credential::Password(password.as_bytes()),
+                now,
+            ) {
+                Ok(()) => return CallerAuth::Authenticated { domain, user },
+                Err(VerifyError::StaleNonce) => stale = true,
+                Err(VerifyError::WrongResponse | VerifyError::Replay { .. }) => {
+                    self.stats.call_auth_failures += 1;
+                    Self::respond(msg, 403, b"Forbidden (bad credentials)", tag, out);
+                    return CallerAuth::Denied;
+                }
+                Err(_) => {}
+            }
+        }
+        let challenges = self.tenants[ti].challenger.challenges(now, stale);
+        out.clear();
+        let mut b = ResponseBuilder::new(msg, 407, b"Proxy Authentication Required").to_tag(tag);
+        for c in &challenges {
+            b = b.header(HeaderName::ProxyAuthenticate, c.as_bytes());
+        }
+        b.write(out);
+        self.stats.call_challenges += 1;
+        CallerAuth::Challenged
     }
 
     /// Installs bindings read from the store (after a restart); expired ones are skipped.

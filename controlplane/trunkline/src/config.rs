@@ -51,6 +51,122 @@ pub struct Config {
     /// The embedded store.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Proxy behaviour: caller authentication, tenant header, timers.
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Next hops: carrier trunks, feature and media servers.
+    #[serde(default, rename = "gateway")]
+    pub gateways: Vec<GatewayConfig>,
+    /// Groups of gateways sharing load.
+    #[serde(default, rename = "dispatcher")]
+    pub dispatchers: Vec<DispatcherConfig>,
+    /// Outbound routes (longest prefix wins).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// Numbers owned by subscribers.
+    #[serde(default, rename = "did")]
+    pub dids: Vec<DidConfig>,
+}
+
+/// Proxy behaviour.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Which calls must authenticate (407): "none", "outbound" (calls through a gateway;
+    /// the default) or "all" (every call not from a gateway).
+    pub auth: String,
+    /// Header carrying the tenant domain to gateways ("" for none).
+    pub tenant_header: String,
+    /// Milliseconds a destination may stay silent before the next is tried.
+    pub failover_timeout_ms: u64,
+    /// Seconds a destination may ring before it is cancelled.
+    pub ring_timeout_s: u64,
+    /// Milliseconds between OPTIONS probes of a probed gateway.
+    pub probe_interval_ms: u64,
+    /// Unanswered probes in a row that disable a gateway.
+    pub probe_threshold: u32,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            auth: "outbound".into(),
+            tenant_header: "X-Tenant".into(),
+            failover_timeout_ms: 4000,
+            ring_timeout_s: 120,
+            probe_interval_ms: 10_000,
+            probe_threshold: 2,
+        }
+    }
+}
+
+/// A next hop.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Unique name.
+    pub name: String,
+    /// `ip:port` (no DNS: names are resolved by whoever writes the file).
+    pub address: SocketAddr,
+    /// Probe with OPTIONS and take out of service while it does not answer.
+    #[serde(default)]
+    pub probe: bool,
+}
+
+/// A dispatcher group.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Unique name.
+    pub name: String,
+    /// Member gateways.
+    pub gateways: Vec<toml::Spanned<String>>,
+    /// "round-robin" (default) or "priority".
+    #[serde(default = "round_robin")]
+    pub algorithm: String,
+}
+
+fn round_robin() -> String {
+    "round-robin".into()
+}
+
+/// An outbound route.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Tenant domain it applies to (absent: every tenant).
+    pub tenant: Option<toml::Spanned<String>>,
+    /// Number prefix, digits (a leading + and separators are ignored).
+    pub prefix: toml::Spanned<String>,
+    /// Gateways, primary first.
+    #[serde(default)]
+    pub gateways: Vec<toml::Spanned<String>>,
+    /// Or a dispatcher group.
+    pub dispatcher: Option<toml::Spanned<String>>,
+    /// Leading digits removed from the dialled number.
+    #[serde(default)]
+    pub strip: usize,
+    /// Prepended after stripping.
+    #[serde(default)]
+    pub prepend: String,
+    /// Regular expression applied last (with `replace`).
+    #[serde(default, rename = "match")]
+    pub pattern: Option<toml::Spanned<String>>,
+    /// Replacement for `match` ($1 … groups).
+    #[serde(default)]
+    pub replace: String,
+}
+
+/// A DID.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DidConfig {
+    /// The number (+ and separators allowed).
+    pub number: toml::Spanned<String>,
+    /// Tenant domain.
+    pub tenant: toml::Spanned<String>,
+    /// Subscriber of that tenant.
+    pub user: toml::Spanned<String>,
 }
 
 /// One SIP domain.
@@ -223,6 +339,240 @@ impl Listener {
     }
 }
 
+/// `origin:line:column` of a byte offset.
+fn at(text: &str, origin: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("{origin}:{line}:{col}")
+}
+
+impl Config {
+    /// The routing configuration for the proxy (the file was validated by [`parse`]).
+    pub fn routing(&self) -> Result<controlplane::routing::RoutingConfig, String> {
+        use controlplane::routing as r;
+        let p = &self.proxy;
+        let mut routes = Vec::new();
+        for rc in &self.routes {
+            let target = match &rc.dispatcher {
+                Some(d) => r::RouteTarget::Dispatcher(d.get_ref().clone()),
+                None => r::RouteTarget::Gateways(
+                    rc.gateways.iter().map(|g| g.get_ref().clone()).collect(),
+                ),
+            };
+            let replace = match &rc.pattern {
+                Some(m) => Some((
+                    regex::Regex::new(m.get_ref()).map_err(|e| e.to_string())?,
+                    rc.replace.clone(),
+                )),
+                None => None,
+            };
+            routes.push(r::Route {
+                tenant: rc.tenant.as_ref().map(|t| t.get_ref().to_ascii_lowercase()),
+                prefix: r::normalise(rc.prefix.get_ref()).unwrap_or_default(),
+                target,
+                translation: r::Translation {
+                    strip: rc.strip,
+                    prepend: rc.prepend.clone(),
+                    replace,
+                },
+            });
+        }
+        Ok(r::RoutingConfig {
+            gateways: self
+                .gateways
+                .iter()
+                .map(|g| r::Gateway {
+                    name: g.name.clone(),
+                    address: g.address,
+                    probe: g.probe,
+                })
+                .collect(),
+            dispatchers: self
+                .dispatchers
+                .iter()
+                .map(|d| r::Dispatcher {
+                    name: d.name.clone(),
+                    gateways: d.gateways.iter().map(|g| g.get_ref().clone()).collect(),
+                    algorithm: if d.algorithm == "priority" {
+                        r::Algorithm::Priority
+                    } else {
+                        r::Algorithm::RoundRobin
+                    },
+                })
+                .collect(),
+            routes,
+            dids: self
+                .dids
+                .iter()
+                .map(|d| r::Did {
+                    number: r::normalise(d.number.get_ref()).unwrap_or_default(),
+                    tenant: d.tenant.get_ref().to_ascii_lowercase(),
+                    user: d.user.get_ref().clone(),
+                })
+                .collect(),
+            tenant_header: (!p.tenant_header.is_empty()).then(|| p.tenant_header.clone()),
+            timing: r::Timing {
+                probe_interval: std::time::Duration::from_millis(p.probe_interval_ms),
+                probe_threshold: p.probe_threshold,
+                failover_timeout: std::time::Duration::from_millis(p.failover_timeout_ms),
+                ring_timeout: std::time::Duration::from_secs(p.ring_timeout_s),
+            },
+        })
+    }
+
+    /// The proxy's caller-authentication policy.
+    pub fn auth_policy(&self) -> controlplane::proxy::AuthPolicy {
+        match self.proxy.auth.as_str() {
+            "none" => controlplane::proxy::AuthPolicy::None,
+            "all" => controlplane::proxy::AuthPolicy::All,
+            _ => controlplane::proxy::AuthPolicy::Outbound,
+        }
+    }
+}
+
+/// Checks the routing sections; errors name the line.
+fn check_routing(cfg: &Config, text: &str, origin: &str) -> Result<(), String> {
+    let p = &cfg.proxy;
+    if !matches!(p.auth.as_str(), "none" | "outbound" | "all") {
+        return Err(format!(
+            "{origin}: proxy: auth {:?}: use \"none\", \"outbound\" or \"all\"",
+            p.auth
+        ));
+    }
+    if !p.tenant_header.is_empty()
+        && !p
+            .tenant_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "{origin}: proxy: tenant_header {:?} is not a header name",
+            p.tenant_header
+        ));
+    }
+    if p.failover_timeout_ms < 100 || p.probe_interval_ms < 100 || p.ring_timeout_s == 0 {
+        return Err(format!(
+            "{origin}: proxy: failover_timeout_ms and probe_interval_ms must be >= 100, ring_timeout_s >= 1"
+        ));
+    }
+    let gateways: std::collections::HashSet<&str> =
+        cfg.gateways.iter().map(|g| g.name.as_str()).collect();
+    if gateways.len() != cfg.gateways.len() {
+        return Err(format!("{origin}: gateway: a name is used twice"));
+    }
+    let dispatchers: std::collections::HashSet<&str> =
+        cfg.dispatchers.iter().map(|d| d.name.as_str()).collect();
+    if dispatchers.len() != cfg.dispatchers.len() {
+        return Err(format!("{origin}: dispatcher: a name is used twice"));
+    }
+    let known_gw = |g: &toml::Spanned<String>| -> Result<(), String> {
+        if gateways.contains(g.get_ref().as_str()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: unknown gateway {:?}",
+                at(text, origin, g.span().start),
+                g.get_ref()
+            ))
+        }
+    };
+    for d in &cfg.dispatchers {
+        if d.gateways.is_empty() {
+            return Err(format!("{origin}: dispatcher {:?} has no gateways", d.name));
+        }
+        if !matches!(d.algorithm.as_str(), "round-robin" | "priority") {
+            return Err(format!(
+                "{origin}: dispatcher {:?}: algorithm {:?}: use \"round-robin\" or \"priority\"",
+                d.name, d.algorithm
+            ));
+        }
+        d.gateways.iter().try_for_each(known_gw)?;
+    }
+    let tenant_known = |t: &str| cfg.tenants.iter().any(|x| x.domain.eq_ignore_ascii_case(t));
+    for r in &cfg.routes {
+        let here = at(text, origin, r.prefix.span().start);
+        let prefix = r.prefix.get_ref();
+        if !prefix.is_empty() && crate_normalise(prefix).is_none() {
+            return Err(format!("{here}: prefix {prefix:?} is not a number"));
+        }
+        match (&r.dispatcher, r.gateways.is_empty()) {
+            (Some(_), false) | (None, true) => {
+                return Err(format!(
+                    "{here}: a route names either gateways or a dispatcher (one of them)"
+                ))
+            }
+            (Some(d), true) if !dispatchers.contains(d.get_ref().as_str()) => {
+                return Err(format!(
+                    "{}: unknown dispatcher {:?}",
+                    at(text, origin, d.span().start),
+                    d.get_ref()
+                ))
+            }
+            _ => {}
+        }
+        r.gateways.iter().try_for_each(known_gw)?;
+        if let Some(t) = &r.tenant {
+            if !tenant_known(t.get_ref()) {
+                return Err(format!(
+                    "{}: unknown tenant {:?}",
+                    at(text, origin, t.span().start),
+                    t.get_ref()
+                ));
+            }
+        }
+        if let Some(m) = &r.pattern {
+            if let Err(e) = regex::Regex::new(m.get_ref()) {
+                return Err(format!(
+                    "{}: match {:?}: {e}",
+                    at(text, origin, m.span().start),
+                    m.get_ref()
+                ));
+            }
+        }
+    }
+    let mut numbers = std::collections::HashSet::new();
+    for d in &cfg.dids {
+        let here = at(text, origin, d.number.span().start);
+        let Some(n) = crate_normalise(d.number.get_ref()) else {
+            return Err(format!(
+                "{here}: DID {:?} is not a number",
+                d.number.get_ref()
+            ));
+        };
+        if !numbers.insert(n) {
+            return Err(format!(
+                "{here}: DID {:?} is listed twice",
+                d.number.get_ref()
+            ));
+        }
+        let Some(t) = cfg
+            .tenants
+            .iter()
+            .find(|t| t.domain.eq_ignore_ascii_case(d.tenant.get_ref()))
+        else {
+            return Err(format!(
+                "{}: unknown tenant {:?}",
+                at(text, origin, d.tenant.span().start),
+                d.tenant.get_ref()
+            ));
+        };
+        if !t.subscribers.iter().any(|s| &s.user == d.user.get_ref()) {
+            return Err(format!(
+                "{}: {:?} is not a subscriber of {}",
+                at(text, origin, d.user.span().start),
+                d.user.get_ref(),
+                t.domain
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn crate_normalise(n: &str) -> Option<String> {
+    controlplane::routing::normalise(n)
+}
+
 /// Parses and checks a configuration. `origin` names the source in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
     let cfg: Config = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
@@ -306,6 +656,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
             m.region
         ));
     }
+    check_routing(&cfg, text, origin)?;
     Ok(cfg)
 }
 
@@ -408,5 +759,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("not available"), "{e}");
+    }
+
+    #[test]
+    fn routing_sections_parse_and_bad_references_name_the_line() {
+        let base = "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n\
+[[tenant]]\ndomain = \"t.example\"\n[[tenant.subscriber]]\nuser = \"alice\"\npassword = \"pw\"\n\
+[[gateway]]\nname = \"a\"\naddress = \"127.0.0.1:5070\"\nprobe = true\n\
+[[gateway]]\nname = \"b\"\naddress = \"127.0.0.1:5071\"\n\
+[[dispatcher]]\nname = \"fs\"\ngateways = [\"a\", \"b\"]\nalgorithm = \"priority\"\n";
+        // Lines 1-20 are the base.
+        let good = format!(
+            "{base}[[route]]\nprefix = \"+44\"\ngateways = [\"a\", \"b\"]\nstrip = 2\nprepend = \"0\"\n\
+             [[route]]\ntenant = \"t.example\"\nprefix = \"*\"\ndispatcher = \"fs\"\nmatch = \"^(.*)$\"\nreplace = \"x$1\"\n\
+             [[did]]\nnumber = \"+1-555-0100\"\ntenant = \"t.example\"\nuser = \"alice\"\n\
+             [proxy]\nauth = \"all\"\ntenant_header = \"X-Tenant-Id\"\n"
+        );
+        let c = parse(&good, "t.toml").unwrap();
+        let r = c.routing().unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.routes[0].prefix, "44");
+        assert_eq!(r.routes[0].translation.apply("4420"), "020");
+        assert_eq!(r.routes[1].translation.apply("*97"), "x*97");
+        assert_eq!(r.dids[0].number, "15550100");
+        assert_eq!(r.tenant_header.as_deref(), Some("X-Tenant-Id"));
+        assert_eq!(c.auth_policy(), controlplane::proxy::AuthPolicy::All);
+        assert_eq!(
+            r.dispatchers[0].algorithm,
+            controlplane::routing::Algorithm::Priority
+        );
+
+        let bad = |extra: &str| parse(&format!("{base}{extra}"), "t.toml").unwrap_err();
+        let e = bad("[[route]]\nprefix = \"1\"\ngateways = [\"a\", \"nope\"]\n");
+        assert!(
+            e.contains("t.toml:23:") && e.contains("unknown gateway \"nope\""),
+            "{e}"
+        );
+        let e = bad("[[route]]\nprefix = \"1\"\ndispatcher = \"zz\"\n");
+        assert!(e.contains("t.toml:23:") && e.contains("zz"), "{e}");
+        let e = bad("[[route]]\nprefix = \"1\"\n");
+        assert!(e.contains("t.toml:22:") && e.contains("either"), "{e}");
+        let e = bad("[[route]]\nprefix = \"1x\"\ngateways = [\"a\"]\n");
+        assert!(e.contains("not a number"), "{e}");
+        let e = bad("[[route]]\nprefix = \"1\"\ngateways = [\"a\"]\nmatch = \"(\"\n");
+        assert!(e.contains("t.toml:24:") && e.contains("match"), "{e}");
+        let e = bad("[[did]]\nnumber = \"100\"\ntenant = \"t.example\"\nuser = \"carol\"\n");
+        assert!(e.contains("t.toml:24:") && e.contains("carol"), "{e}");
+        let e = bad("[[did]]\nnumber = \"100\"\ntenant = \"other\"\nuser = \"alice\"\n");
+        assert!(
+            e.contains("t.toml:23:") && e.contains("unknown tenant"),
+            "{e}"
+        );
+        let e = bad("[proxy]\nauth = \"some\"\n");
+        assert!(e.contains("auth"), "{e}");
+        let e = bad("[[gateway]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n");
+        assert!(e.contains("twice"), "{e}");
     }
 }

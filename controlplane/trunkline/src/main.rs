@@ -113,6 +113,17 @@ fn up(cfg: &config::Config) -> ExitCode {
     } else {
         None
     };
+    let routing = match cfg.routing() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trunkline: routing: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = routing.validate() {
+        eprintln!("trunkline: routing: {e}");
+        return ExitCode::FAILURE;
+    }
     let counters = Arc::new(responder::Counters::default());
     println!("trunkline {}", env!("CARGO_PKG_VERSION"));
     for s in &sockets {
@@ -153,6 +164,15 @@ fn up(cfg: &config::Config) -> ExitCode {
             }
         );
     }
+    println!(
+        "routing: {} gateway(s) ({} probed), {} dispatcher(s), {} route(s), {} DID(s); caller auth {}",
+        routing.gateways.len(),
+        routing.gateways.iter().filter(|g| g.probe).count(),
+        routing.dispatchers.len(),
+        routing.routes.len(),
+        routing.dids.len(),
+        cfg.proxy.auth
+    );
     match &media {
         Some(m) => {
             for l in &m.ready_lines {
@@ -166,8 +186,9 @@ fn up(cfg: &config::Config) -> ExitCode {
         None => println!("media plane off (media.enabled = false)"),
     }
     println!(
-        "This build registers phones (REGISTER with digest auth), proxies calls between \
-         registered subscribers with their media relayed by the dataplane, and answers SIP \
+        "This build registers phones (REGISTER with digest auth), proxies calls (forking to \
+         every contact of a subscriber, DIDs, outbound routes with gateway failover and \
+         OPTIONS health probing) with their media relayed by the dataplane, and answers SIP \
          OPTIONS (200), malformed requests (400/505 naming the defect), unsupported URI schemes \
          (416) and extensions (420).\nready"
     );
@@ -185,7 +206,11 @@ fn up(cfg: &config::Config) -> ExitCode {
             cfg.media.address
         };
         let calls = Some(responder::Calls {
-            proxy: controlplane::proxy::Proxy::new(me),
+            proxy: controlplane::proxy::Proxy::with_routing(
+                me,
+                controlplane::routing::Router::new(routing.clone()),
+                cfg.auth_policy(),
+            ),
             media: media
                 .as_ref()
                 .map(|m| media_client::MediaClient::new(m.api.clone(), media_ip)),
@@ -240,17 +265,9 @@ fn up(cfg: &config::Config) -> ExitCode {
     // Dropping the registry commits the last location changes.
     drop(registry);
     println!(
-        "stopped: {} {registrations} calls={} calls_answered={} calls_refused={} calls_ended={} \
-         in_dialog={} stray={} acks_absorbed={} media_errors={} control_plane_restarts={restarts}",
+        "stopped: {} {registrations} {} control_plane_restarts={restarts}",
         counters.summary(),
-        proxy.calls,
-        proxy.answered,
-        proxy.refused,
-        proxy.ended,
-        proxy.in_dialog,
-        proxy.stray,
-        proxy.acks_absorbed,
-        proxy.media_errors
+        proxy.summary()
     );
     code
 }

@@ -38,6 +38,23 @@ impl Calls {
         self.proxy.sweep(Instant::now(), m);
     }
 
+    /// Runs the proxy's timers (retransmissions, failover, probes); returns what to send.
+    fn tick(&mut self) -> Out {
+        let media = self.media.as_mut().map(|m| m as &mut dyn MediaAnchor);
+        let out = self.proxy.tick(Instant::now(), media);
+        for change in self.proxy.take_health_changes() {
+            match change {
+                controlplane::routing::HealthChange::Down(g) => {
+                    eprintln!("trunkline: gateway {g} stopped answering OPTIONS: disabled");
+                }
+                controlplane::routing::HealthChange::Up(g) => {
+                    eprintln!("trunkline: gateway {g} answers OPTIONS again: enabled");
+                }
+            }
+        }
+        out
+    }
+
     /// Hands one call-related datagram to the proxy; returns what to send where.
     fn handle(
         &mut self,
@@ -51,7 +68,7 @@ impl Calls {
         };
         let media = self.media.as_mut().map(|m| m as &mut dyn MediaAnchor);
         if msg.is_request() {
-            let Ok(r) = registrar.lock() else {
+            let Ok(mut r) = registrar.lock() else {
                 return Out::new();
             };
             let unix = SystemTime::now()
@@ -61,7 +78,7 @@ impl Calls {
             let mut tag_buf = [0u8; 16];
             let tag = hex_tag(seq, &mut tag_buf);
             self.proxy
-                .on_request(&msg, from, &r, media, Instant::now(), unix, tag)
+                .on_request(&msg, from, &mut r, media, Instant::now(), unix, tag)
         } else {
             self.proxy.on_response(&msg, from, media, Instant::now())
         }
@@ -263,16 +280,25 @@ pub fn serve_udp(
     registrar: Option<Arc<Mutex<Registrar>>>,
     mut calls: Option<Calls>,
 ) -> std::io::Result<Option<controlplane::proxy::ProxyStats>> {
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
     let mut seq: u64 = 0;
     let mut last_sweep = Instant::now();
+    let mut last_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Some(c) = calls.as_mut() {
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 last_sweep = Instant::now();
                 c.sweep();
+            }
+            if last_tick.elapsed() >= Duration::from_millis(50) {
+                last_tick = Instant::now();
+                for (to, bytes) in c.tick() {
+                    if sock.send_to(&bytes, to).is_err() {
+                        counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
         let (n, from): (usize, SocketAddr) = match sock.recv_from(&mut buf) {

@@ -315,6 +315,23 @@ impl<'m, 'a, 'e> Editor<'m, 'a, 'e> {
         }
     }
 
+    /// Removes every line of a header this crate has no [`HeaderName`] for, by its name
+    /// (case-insensitive), e.g. `X-Tenant`.
+    pub fn remove_raw_header(&mut self, name: &[u8]) {
+        let lines: SmallVec<[(u16, u16); 4]> = self
+            .msg
+            .headers()
+            .iter()
+            .filter(|h| {
+                h.name == HeaderName::Other && self.msg.raw_name(h).eq_ignore_ascii_case(name)
+            })
+            .map(|h| (h.start, h.end))
+            .collect();
+        for (s, e) in lines {
+            self.push(s as usize, e as usize, b"", Piece::Borrowed(b""), b"");
+        }
+    }
+
     /// Replaces the value of the first line of the named header, or adds the header at the end
     /// of the header section when absent.
     pub fn set_header(&mut self, name: HeaderName, value: &'e [u8]) {

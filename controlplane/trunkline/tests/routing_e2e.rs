@@ -1,0 +1,420 @@
+//! Routing end to end through `trunkline up` with sipp as phones and gateways: parallel
+//! forking (one phone answers, the other is cancelled), serial failover past a silent and a
+//! 503 gateway, and OPTIONS health probing that takes a dead gateway out of service and
+//! brings it back when it answers. Loopback only; media ports 25000–25199.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+const TENANT: &str = "[[tenant]]\ndomain = \"route.example\"\naliases = [\"127.0.0.1\"]\n\
+[[tenant.subscriber]]\nuser = \"alice\"\npassword = \"alice-pw-1\"\n\
+[[tenant.subscriber]]\nuser = \"bob\"\npassword = \"bob-pw-2\"\n";
+
+/// `trunkline up` on a free UDP port with `extra` configuration.
+struct Appliance {
+    child: Child,
+    port: u16,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Appliance {
+    fn start(name: &str, media: Option<(u16, u16)>, extra: &str) -> Appliance {
+        let dir =
+            std::env::temp_dir().join(format!("trunkline-route-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let media = match media {
+            Some((lo, hi)) => format!(
+                "[media]\naddress = \"127.0.0.1\"\nport_min = {lo}\nport_max = {hi}\ncores = 1\n\
+                 region = \"trunkline-route-{}-{name}\"\nruntime_dir = \"{}\"\n",
+                std::process::id(),
+                dir.display()
+            ),
+            None => "[media]\nenabled = false\n".to_string(),
+        };
+        let cfg = dir.join("trunkline.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 0\n{media}\
+                 [store]\npath = \"{}\"\n{TENANT}{extra}",
+                dir.join("trunkline.db").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trunkline"))
+            .args(["up", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn trunkline");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut port = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "trunkline exited before ready"
+            );
+            if let Some(a) = line.trim().strip_prefix("SIP listening on udp:") {
+                port = Some(a.rsplit(':').next().unwrap().parse().unwrap());
+            }
+            if line.trim() == "ready" {
+                break;
+            }
+        }
+        Appliance {
+            child,
+            port: port.expect("listening line"),
+            stdout,
+        }
+    }
+
+    /// SIGTERM; the final counters line.
+    fn stop(mut self) -> String {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert!(self.child.wait().unwrap().success());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        rest.lines()
+            .find(|l| l.starts_with("stopped:"))
+            .expect("stopped line")
+            .to_string()
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn count(summary: &str, k: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+        .unwrap_or_else(|| panic!("{k} in {summary}"))
+        .parse()
+        .unwrap()
+}
+
+/// REGISTER with digest auth from a throwaway socket, binding `contact`; the final status.
+fn register(port: u16, user: &str, password: &str, call_id: &str, contact: &str) -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = sock.local_addr().unwrap();
+    let req = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=a{cseq}\r\n\
+             To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <{contact}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = [0u8; 4096];
+    sock.send_to(req(1, "").as_bytes(), ("127.0.0.1", port))
+        .unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let resp = sip::Message::parse(&buf[..n]).unwrap();
+    assert_eq!(resp.status(), Some(401));
+    let ch = resp.header(sip::HeaderName::WwwAuthenticate).unwrap();
+    let sip::digest::Challenge::Digest(view) = sip::digest::parse_challenge(ch).unwrap() else {
+        panic!("digest challenge");
+    };
+    let auth = sip::digest::respond(
+        &view,
+        &sip::digest::Request {
+            method: b"REGISTER",
+            uri: b"sip:127.0.0.1",
+            body: b"",
+        },
+        user.as_bytes(),
+        sip::digest::Credential::Password(password.as_bytes()),
+        b"routecnonce",
+        1,
+    )
+    .unwrap();
+    sock.send_to(
+        req(2, &format!("Authorization: {auth}\r\n")).as_bytes(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    sip::Message::parse(&buf[..n]).unwrap().status().unwrap()
+}
+
+/// A sipp UAS on `port` running `scenario` (a file in tests/sipp, or `None` for sipp's own
+/// answering UAS) for one call.
+fn sipp_uas(port: u16, scenario: Option<&str>) -> Child {
+    let mut c = Command::new("sipp");
+    match scenario {
+        Some(s) => c.arg("-sf").arg(repo().join("tests/sipp").join(s)),
+        None => c.args(["-sn", "uas"]),
+    };
+    c.args(["-i", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp uas (install sip-tester)")
+}
+
+/// One call from sipp's UAC to `user` through the appliance; panics unless it completes.
+fn sipp_call(app_port: u16, user: &str) {
+    let out = Command::new("sipp")
+        .arg(format!("127.0.0.1:{app_port}"))
+        .args(["-sn", "uac", "-s", user, "-i", "127.0.0.1", "-p"])
+        .arg(free_udp_port().to_string())
+        .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("sipp uac");
+    assert!(
+        out.status.success(),
+        "sipp uac to {user}: {}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn wait_ok(mut c: Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            assert!(s.success(), "{what}: sipp exited {s}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("{what}: sipp did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn forking_rings_both_phones_and_cancels_the_one_that_did_not_answer() {
+    let app = Appliance::start("fork", Some((25_000, 25_099)), "");
+    let ringing = free_udp_port();
+    let answering = free_udp_port();
+    for (i, p) in [ringing, answering].into_iter().enumerate() {
+        assert_eq!(
+            register(
+                app.port,
+                "bob",
+                "bob-pw-2",
+                &format!("fork-reg-{i}"),
+                &format!("sip:bob@127.0.0.1:{p}")
+            ),
+            200
+        );
+    }
+    let a = sipp_uas(ringing, Some("uas_ring_cancel.xml"));
+    let b = sipp_uas(answering, None);
+    std::thread::sleep(Duration::from_millis(300));
+    sipp_call(app.port, "bob");
+    wait_ok(b, "answering phone");
+    wait_ok(
+        a,
+        "ringing phone (must receive CANCEL, answer 487, get the ACK)",
+    );
+    let s = app.stop();
+    assert_eq!(count(&s, "calls"), 1, "{s}");
+    assert_eq!(count(&s, "calls_answered"), 1, "{s}");
+    assert_eq!(count(&s, "branches"), 2, "{s}");
+    assert_eq!(count(&s, "cancels_sent"), 1, "{s}");
+    assert_eq!(count(&s, "calls_ended"), 1, "{s}");
+    assert_eq!(count(&s, "media_errors"), 0, "{s}");
+}
+
+#[test]
+fn serial_failover_passes_a_silent_and_a_503_gateway() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap(); // bound: no ICMP, no answer
+    let busy = free_udp_port();
+    let live = free_udp_port();
+    let extra = format!(
+        "[proxy]\nauth = \"none\"\nfailover_timeout_ms = 700\n\
+         [[gateway]]\nname = \"silent\"\naddress = \"{}\"\n\
+         [[gateway]]\nname = \"busy\"\naddress = \"127.0.0.1:{busy}\"\n\
+         [[gateway]]\nname = \"live\"\naddress = \"127.0.0.1:{live}\"\n\
+         [[route]]\nprefix = \"9\"\ngateways = [\"silent\", \"busy\", \"live\"]\nstrip = 1\n",
+        silent.local_addr().unwrap()
+    );
+    let app = Appliance::start("failover", None, &extra);
+    let b = sipp_uas(busy, Some("uas_503.xml"));
+    let l = sipp_uas(live, None);
+    std::thread::sleep(Duration::from_millis(300));
+    sipp_call(app.port, "90015550123");
+    wait_ok(b, "503 gateway (must get the ACK)");
+    wait_ok(l, "live gateway");
+    // The silent gateway heard the INVITE and its retransmission, with the translated number.
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut invites = 0;
+    while let Ok(n) = silent.recv(&mut buf) {
+        let m = sip::Message::parse(&buf[..n]).unwrap();
+        assert_eq!(m.request_uri().unwrap().user, Some(&b"0015550123"[..]));
+        invites += 1;
+    }
+    assert!(
+        invites >= 2,
+        "INVITE and at least one retransmission, got {invites}"
+    );
+    let s = app.stop();
+    assert_eq!(count(&s, "calls_answered"), 1, "{s}");
+    assert_eq!(count(&s, "failovers"), 2, "{s}");
+    assert_eq!(count(&s, "branch_timeouts"), 1, "{s}");
+    assert_eq!(count(&s, "branches"), 3, "{s}");
+}
+
+/// An INVITE by hand to `user`; the first final status.
+fn invite_status(app_port: u16, sock: &UdpSocket, user: &str, call_id: &str) -> u16 {
+    let local = sock.local_addr().unwrap();
+    let req = format!(
+        "INVITE sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=h1\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{local}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(req.as_bytes(), ("127.0.0.1", app_port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).expect("a final response");
+        let m = sip::Message::parse(&buf[..n]).unwrap();
+        match m.status() {
+            Some(s) if s >= 200 => {
+                let ack = format!(
+                    "ACK sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=h1\r\nTo: <sip:{user}@127.0.0.1>;tag={}\r\n\
+                     Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                    String::from_utf8_lossy(m.to_tag().unwrap_or_default())
+                );
+                sock.send_to(ack.as_bytes(), ("127.0.0.1", app_port))
+                    .unwrap();
+                return s;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A feature server on `sock`: while `alive`, answers OPTIONS 200 and INVITE 486; counts the
+/// INVITEs it saw.
+fn feature_server(
+    sock: UdpSocket,
+    alive: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut invites = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if !alive.load(Ordering::Relaxed) {
+                continue;
+            }
+            let m = sip::Message::parse(&buf[..n]).unwrap();
+            let code = match m.method() {
+                Some(sip::Method::Options) => 200,
+                Some(sip::Method::Invite) => {
+                    invites += 1;
+                    486
+                }
+                _ => continue,
+            };
+            let mut out = Vec::new();
+            sip::edit::ResponseBuilder::new(&m, code, b"X")
+                .to_tag(b"fs1")
+                .write(&mut out);
+            sock.send_to(&out, from).unwrap();
+        }
+        invites
+    })
+}
+
+#[test]
+fn probing_disables_a_dead_gateway_and_enables_it_when_it_answers() {
+    let fs = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let extra = format!(
+        "[proxy]\nauth = \"none\"\nprobe_interval_ms = 200\nprobe_threshold = 2\n\
+         [[gateway]]\nname = \"fs1\"\naddress = \"{}\"\nprobe = true\n\
+         [[dispatcher]]\nname = \"features\"\ngateways = [\"fs1\"]\n\
+         [[route]]\nprefix = \"*\"\ndispatcher = \"features\"\n",
+        fs.local_addr().unwrap()
+    );
+    let alive = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = feature_server(fs, Arc::clone(&alive), Arc::clone(&stop));
+    let app = Appliance::start("probe", None, &extra);
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Silent for > 2 probe intervals: disabled, calls get 503 here.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let s = invite_status(app.port, &caller, "*97", &format!("probe-down-{n}"));
+        if s == 503 {
+            break;
+        }
+        assert_eq!(s, 408, "before it is disabled the call times out");
+        assert!(Instant::now() < deadline, "never disabled");
+    }
+    // It answers again: enabled within a probe interval or two, calls reach it.
+    alive.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        n += 1;
+        let s = invite_status(app.port, &caller, "*97", &format!("probe-up-{n}"));
+        if s == 486 {
+            break;
+        }
+        assert_eq!(s, 503);
+        assert!(Instant::now() < deadline, "never re-enabled");
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(server.join().unwrap() >= 1);
+    let s = app.stop();
+    assert_eq!(count(&s, "gateways_down"), 1, "{s}");
+    assert_eq!(count(&s, "gateways_up"), 1, "{s}");
+    assert!(count(&s, "probes_sent") >= 3, "{s}");
+}
