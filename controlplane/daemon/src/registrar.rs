@@ -268,6 +268,19 @@ impl Registrar {
             ) {
                 Ok(()) => return CallerAuth::Authenticated { domain, user },
                 Err(VerifyError::StaleNonce) => stale = true,
+                // RFC 7616 §3.4.6: credentials for another URI are a bad request, not a
+                // reason to challenge again (a client would loop).
+                Err(VerifyError::UriMismatch) => {
+                    self.stats.call_auth_failures += 1;
+                    Self::respond(
+                        msg,
+                        400,
+                        b"Bad Request (digest uri differs from Request-URI)",
+                        tag,
+                        out,
+                    );
+                    return CallerAuth::Denied;
+                }
                 Err(VerifyError::WrongResponse | VerifyError::Replay { .. }) => {
                     self.stats.call_auth_failures += 1;
                     Self::respond(msg, 403, b"Forbidden (bad credentials)", tag, out);

@@ -418,3 +418,60 @@ fn probing_disables_a_dead_gateway_and_enables_it_when_it_answers() {
     assert_eq!(count(&s, "gateways_up"), 1, "{s}");
     assert!(count(&s, "probes_sent") >= 3, "{s}");
 }
+
+/// sipp's UAC through the 407 challenge (`uac_auth.xml`) to `number`; whether it completed.
+fn sipp_auth_call(app_port: u16, number: &str, user: &str, password: &str) -> bool {
+    Command::new("sipp")
+        .arg(format!("127.0.0.1:{app_port}"))
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/uac_auth.xml"))
+        .args([
+            "-s", number, "-au", user, "-ap", password, "-key", "user", user,
+        ])
+        // The digest uri is the Request-URI (sipp's default omits the user part).
+        .arg("-auth_uri")
+        .arg(format!("{number}@127.0.0.1:{app_port}"))
+        .args(["-i", "127.0.0.1", "-p"])
+        .arg(free_udp_port().to_string())
+        .args(["-m", "1", "-timeout", "15", "-timeout_error", "-nostdin"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp uac")
+        .success()
+}
+
+#[test]
+fn outbound_calls_authenticate_with_407_and_carry_the_tenant_header() {
+    let fs = free_udp_port();
+    let extra = format!(
+        "[[gateway]]\nname = \"fs\"\naddress = \"127.0.0.1:{fs}\"\n\
+         [[route]]\nprefix = \"7\"\ngateways = [\"fs\"]\n"
+    );
+    let app = Appliance::start("auth", Some((25_100, 25_199)), &extra);
+    let uas = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/uas_tenant.xml"))
+        .args(["-i", "127.0.0.1", "-p"])
+        .arg(fs.to_string())
+        .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp uas");
+    std::thread::sleep(Duration::from_millis(300));
+    // A wrong password never reaches the gateway.
+    assert!(!sipp_auth_call(app.port, "7001", "alice", "guess"));
+    assert!(sipp_auth_call(app.port, "7001", "alice", "alice-pw-1"));
+    wait_ok(
+        uas,
+        "gateway (checks X-Tenant and that credentials were consumed)",
+    );
+    let s = app.stop();
+    assert_eq!(count(&s, "call_challenges"), 2, "{s}");
+    assert_eq!(count(&s, "calls_answered"), 1, "{s}");
+    assert_eq!(count(&s, "calls_refused"), 1, "{s}");
+    assert_eq!(count(&s, "calls_ended"), 1, "{s}");
+}
