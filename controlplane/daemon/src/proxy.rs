@@ -43,7 +43,7 @@ use sip::sdp::{Sdp, SdpRewrite};
 use sip::{HeaderName, Message, Method};
 
 use crate::registrar::{CallerAuth, Registrar};
-use crate::routing::{HealthChange, Router, RoutingConfig};
+use crate::routing::{HealthChange, Router, RoutingConfig, SharedRouter};
 
 /// A media session on the dataplane: the relay's address and the ports each party sends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +337,7 @@ pub struct Proxy {
     me: SocketAddr,
     calls: HashMap<Vec<u8>, Call>,
     pending: HashMap<Vec<u8>, Pending>,
-    router: Router,
+    router: SharedRouter,
     auth: AuthPolicy,
     seq: u64,
     stats: ProxyStats,
@@ -439,13 +439,14 @@ impl Proxy {
     pub fn new(me: SocketAddr) -> Proxy {
         Proxy::with_routing(
             me,
-            Router::new(RoutingConfig::default()),
+            Router::new(RoutingConfig::default()).shared(),
             AuthPolicy::Outbound,
         )
     }
 
-    /// A proxy with DIDs, gateways, dispatchers and routes.
-    pub fn with_routing(me: SocketAddr, router: Router, auth: AuthPolicy) -> Proxy {
+    /// A proxy with DIDs, gateways, dispatchers and routes (shared with the other listeners
+    /// and the management API, which changes them at runtime).
+    pub fn with_routing(me: SocketAddr, router: SharedRouter, auth: AuthPolicy) -> Proxy {
         Proxy {
             me,
             calls: HashMap::new(),
@@ -463,9 +464,9 @@ impl Proxy {
         self.stats
     }
 
-    /// Routing state (gateway health).
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// Routing state (gateway health), locked.
+    pub fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        crate::routing::lock(&self.router)
     }
 
     /// Gateway health changes since the last call (for the log).
@@ -764,7 +765,7 @@ impl Proxy {
         out: &mut Out,
     ) -> Option<(Vec<Attempt>, bool, Option<String>, bool)> {
         let ruri = msg.request_uri()?;
-        let from_gateway = self.router.gateway_at(source).is_some();
+        let from_gateway = self.router().gateway_at(source).is_some();
         let user = ruri.user.map(|u| String::from_utf8_lossy(u).into_owned());
         let host = ruri.host.map(|h| h.text).unwrap_or_default();
         let served = registrar.tenant_domain(host).map(str::to_string);
@@ -785,7 +786,7 @@ impl Proxy {
         }
         // 1. A DID.
         let did = self
-            .router
+            .router()
             .did(&user)
             .map(|d| (d.tenant.clone(), d.user.clone()));
         let local = match did {
@@ -820,12 +821,14 @@ impl Proxy {
         }
         // 3. An outbound route.
         let route_tenant = caller_tenant.clone().or(served.clone()).unwrap_or_default();
-        let Some((route, number)) = self.router.route(&route_tenant, &user) else {
+        let found = self
+            .router()
+            .route(&route_tenant, &user)
+            .map(|(r, n)| (r.target.clone(), r.tenant.clone(), n));
+        let Some((target, route_tenant_owned, number)) = found else {
             refuse(self, 404, b"Not Found", out);
             return None;
         };
-        let target = route.target.clone();
-        let route_tenant_owned = route.tenant.clone();
         let tenant = if self.auth == AuthPolicy::None {
             caller_tenant.or(served).or(route_tenant_owned)
         } else if let Some(t) = caller_tenant {
@@ -835,7 +838,7 @@ impl Proxy {
             consumed_auth = true;
             Some(t)
         };
-        let dests = self.router.destinations(&target);
+        let dests = self.router().destinations(&target);
         if dests.is_empty() {
             self.stats.refused += 1;
             let mut b = Vec::new();
@@ -972,11 +975,8 @@ impl Proxy {
         let id = self.new_branch();
         let via = self.via(&id);
         let rr = self.record_route();
-        let tenant_line = match (
-            &self.router.config().tenant_header,
-            &attempt.gateway,
-            &call.tenant,
-        ) {
+        let tenant_header = self.router().config().tenant_header.clone();
+        let tenant_line = match (&tenant_header, &attempt.gateway, &call.tenant) {
             (Some(h), Some(_), Some(t)) => Some(format!("{h}: {t}")),
             _ => None,
         };
@@ -989,7 +989,7 @@ impl Proxy {
         if call.consumed_auth {
             ed.remove_header(HeaderName::ProxyAuthorization);
         }
-        if let Some(h) = &self.router.config().tenant_header {
+        if let Some(h) = &tenant_header {
             ed.remove_raw_header(h.as_bytes());
         }
         if let Some(line) = &tenant_line {
@@ -1118,7 +1118,7 @@ impl Proxy {
     /// Timers: INVITE retransmissions, failover on silence, ring timeouts, gateway probes.
     pub fn tick(&mut self, now: Instant, mut media: Option<&mut dyn MediaAnchor>) -> Out {
         let mut out = Out::new();
-        let timing = self.router.timing();
+        let timing = self.router().timing();
         let mut check = Vec::new();
         for (call_id, call) in &mut self.calls {
             if call.phase != Phase::Proceeding && call.phase != Phase::Confirmed {
@@ -1184,7 +1184,7 @@ impl Proxy {
         let me = self.me;
         let mut seq = self.seq;
         let pid = std::process::id();
-        let (probes, changes) = self.router.due_probes(now, || {
+        let (probes, changes) = crate::routing::lock(&self.router).due_probes(now, || {
             seq += 1;
             format!("z9hG4bK-tlp{pid:x}-{seq:x}").into_bytes()
         });
@@ -1223,7 +1223,8 @@ impl Proxy {
         let branch = branch_of(msg);
         let status = msg.status().unwrap_or(0);
         if msg.cseq_method() == Method::Options {
-            if let Some((name, came_up)) = self.router.probe_answered(&branch, status) {
+            let answered = self.router().probe_answered(&branch, status);
+            if let Some((name, came_up)) = answered {
                 if came_up {
                     self.stats.gateways_up += 1;
                     self.health_log.push(HealthChange::Up(name));

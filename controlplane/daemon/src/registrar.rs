@@ -381,6 +381,135 @@ impl Registrar {
         n
     }
 
+    /// Every tenant with its subscribers.
+    pub fn tenants(&self) -> Vec<&Tenant> {
+        self.tenants.iter().map(|t| &t.tenant).collect()
+    }
+
+    /// Adds a tenant, or changes the aliases of one (its subscribers stay). Refuses a name
+    /// that another tenant already uses.
+    pub fn upsert_tenant(
+        &mut self,
+        domain: &str,
+        aliases: Vec<String>,
+        now: Duration,
+    ) -> Result<bool, String> {
+        let domain = domain.to_ascii_lowercase();
+        let aliases: Vec<String> = aliases.iter().map(|a| a.to_ascii_lowercase()).collect();
+        for n in std::iter::once(&domain).chain(&aliases) {
+            if n.is_empty()
+                || n.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(format!("bad domain or alias {n:?}"));
+            }
+            if let Some(other) = self.tenants.iter().find(|t| {
+                t.tenant.domain != domain && (t.tenant.domain == *n || t.tenant.aliases.contains(n))
+            }) {
+                return Err(format!("{n:?} belongs to tenant {}", other.tenant.domain));
+            }
+        }
+        if let Some(t) = self.tenants.iter_mut().find(|t| t.tenant.domain == domain) {
+            t.tenant.aliases = aliases;
+            return Ok(false);
+        }
+        let mut c = ChallengerConfig::new(domain.clone(), self.config.secret.clone());
+        c.qop.auth_int = false;
+        c.accept_rfc2069 = false;
+        c.algorithms.clone_from(&self.config.algorithms);
+        let challenger =
+            Challenger::new(c, now).map_err(|e| format!("tenant {domain}: digest: {e}"))?;
+        self.tenants.push(TenantState {
+            tenant: Tenant {
+                domain,
+                aliases,
+                subscribers: HashMap::new(),
+            },
+            challenger,
+        });
+        Ok(true)
+    }
+
+    /// Removes a tenant and every registration in it.
+    pub fn remove_tenant(&mut self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        let Some(i) = self.tenants.iter().position(|t| t.tenant.domain == domain) else {
+            return false;
+        };
+        let t = self.tenants.remove(i);
+        for user in t.tenant.subscribers.keys() {
+            self.kick(&format!("{user}@{domain}"));
+        }
+        true
+    }
+
+    /// Adds a subscriber or changes its password; `Ok(true)` when it is new.
+    pub fn set_subscriber(
+        &mut self,
+        domain: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<bool, String> {
+        if user.is_empty()
+            || password.is_empty()
+            || !user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/%".contains(&b))
+        {
+            return Err(format!("bad user {user:?} or empty password"));
+        }
+        let domain = domain.to_ascii_lowercase();
+        let t = self
+            .tenants
+            .iter_mut()
+            .find(|t| t.tenant.domain == domain)
+            .ok_or_else(|| format!("no tenant {domain}"))?;
+        Ok(t.tenant
+            .subscribers
+            .insert(user.to_string(), password.to_string())
+            .is_none())
+    }
+
+    /// Removes a subscriber and its registrations.
+    pub fn remove_subscriber(&mut self, domain: &str, user: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        let removed = self
+            .tenants
+            .iter_mut()
+            .find(|t| t.tenant.domain == domain)
+            .is_some_and(|t| t.tenant.subscribers.remove(user).is_some());
+        if removed {
+            self.kick(&format!("{user}@{domain}"));
+        }
+        removed
+    }
+
+    /// Every live binding with its AoR, sorted by AoR.
+    pub fn bindings(&self, now: u64) -> Vec<(String, Binding)> {
+        let mut v: Vec<(String, Binding)> = self
+            .location
+            .iter()
+            .flat_map(|(a, bs)| {
+                bs.iter()
+                    .filter(|b| b.expires_at > now)
+                    .map(move |b| (a.clone(), b.clone()))
+            })
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0).then_with(|| x.1.contact.cmp(&y.1.contact)));
+        v
+    }
+
+    /// Removes every binding of an AoR (a NOC "kick"); returns how many.
+    pub fn kick(&mut self, aor: &str) -> usize {
+        let n = self.location.remove(aor).map_or(0, |b| b.len());
+        if n > 0 {
+            self.write(LocationWrite::RemoveAll {
+                aor: aor.to_string(),
+            });
+        }
+        n
+    }
+
     fn write(&self, w: LocationWrite) {
         if let Some(tx) = &self.writes {
             let _ = tx.send(w);

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -256,6 +257,15 @@ pub enum HealthChange {
     Up(String),
 }
 
+/// The router shared by the SIP listeners and the management API.
+pub type SharedRouter = Arc<Mutex<Router>>;
+
+/// Locks a shared router; a panic elsewhere while it was held leaves its data consistent
+/// (every change is one assignment), so a poisoned lock is taken over.
+pub fn lock(r: &SharedRouter) -> MutexGuard<'_, Router> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Routing state: the configuration plus gateway health and round-robin positions.
 #[derive(Debug)]
 pub struct Router {
@@ -292,6 +302,36 @@ impl Router {
             probes,
             rr: HashMap::new(),
         }
+    }
+
+    /// This router behind a lock, to share.
+    pub fn shared(self) -> SharedRouter {
+        Arc::new(Mutex::new(self))
+    }
+
+    /// Replaces the configuration (validated first); gateways that stay keep their health,
+    /// new ones start up.
+    pub fn replace(&mut self, config: RoutingConfig) -> Result<(), String> {
+        config.validate()?;
+        let mut probes = HashMap::new();
+        for g in &config.gateways {
+            let p = self.probes.remove(&g.name).unwrap_or(ProbeState {
+                health: Health {
+                    up: true,
+                    misses: 0,
+                    answered: 0,
+                    downs: 0,
+                },
+                next_probe: None,
+                outstanding: None,
+            });
+            probes.insert(g.name.clone(), p);
+        }
+        self.probes = probes;
+        self.rr
+            .retain(|d, _| config.dispatchers.iter().any(|x| &x.name == d));
+        self.config = config;
+        Ok(())
     }
 
     /// The configuration.

@@ -121,7 +121,7 @@ fn routing() -> RoutingConfig {
 fn proxy(auth: AuthPolicy) -> Proxy {
     let cfg = routing();
     cfg.validate().unwrap();
-    Proxy::with_routing(me(), Router::new(cfg), auth)
+    Proxy::with_routing(me(), Router::new(cfg).shared(), auth)
 }
 
 fn invite(to_user: &str, call_id: &str, extra: &str) -> Vec<u8> {

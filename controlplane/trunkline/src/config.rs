@@ -66,6 +66,21 @@ pub struct Config {
     /// Numbers owned by subscribers.
     #[serde(default, rename = "did")]
     pub dids: Vec<DidConfig>,
+    /// The management REST API.
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// The management REST API.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Unix socket (default: api.sock in the runtime directory, /run/trunkline).
+    pub socket: Option<PathBuf>,
+    /// Also listen on TCP here (needs `token`).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for TCP clients (at least 16 characters).
+    pub token: Option<String>,
 }
 
 /// Proxy behaviour.
@@ -657,6 +672,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
         ));
     }
     check_routing(&cfg, text, origin)?;
+    if cfg.api.listen.is_some() && cfg.api.token.as_ref().is_none_or(|t| t.len() < 16) {
+        return Err(format!(
+            "{origin}: api: listen needs a token of at least 16 characters (TCP clients send it as a bearer token)"
+        ));
+    }
     Ok(cfg)
 }
 

@@ -16,6 +16,7 @@ mod media_client;
 mod planes;
 mod registry;
 mod responder;
+mod rest;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -124,6 +125,56 @@ fn up(cfg: &config::Config) -> ExitCode {
         eprintln!("trunkline: routing: {e}");
         return ExitCode::FAILURE;
     }
+    let router = controlplane::routing::Router::new(routing.clone()).shared();
+    // The API socket: as configured, else api.sock in the runtime directory — or, when a
+    // live appliance already answers there (several on one host), api-<SIP port>.sock.
+    let (api_socket, api_fallback) = match &cfg.api.socket {
+        Some(p) => (p.clone(), None),
+        None => match planes::runtime_dir(&cfg.media) {
+            Ok(d) => {
+                let port = sockets
+                    .first()
+                    .and_then(|s| s.local_addr().ok())
+                    .map_or(0, |a| a.port());
+                (d.join("api.sock"), Some(d.join(format!("api-{port}.sock"))))
+            }
+            Err(e) => {
+                eprintln!("trunkline: management API: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let api_tcp = cfg
+        .api
+        .listen
+        .map(|a| (a, cfg.api.token.clone().unwrap_or_default()));
+    // A fresh state per attempt: nothing here may keep the registrar alive past `up`, or
+    // the store's writer would wait for it forever at the end.
+    let start_api = |path: &std::path::Path| {
+        rest::Api::start(
+            rest::ApiState {
+                registrar: Arc::clone(&registry.registrar),
+                router: Arc::clone(&router),
+                started: std::time::Instant::now(),
+            },
+            path,
+            api_tcp.clone(),
+            Arc::clone(&stop),
+        )
+    };
+    let mut api = start_api(&api_socket);
+    if let (Err(e), Some(fallback)) = (&api, &api_fallback) {
+        if e.contains("in use") {
+            api = start_api(fallback);
+        }
+    }
+    let api = match api {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("trunkline: management API: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let counters = Arc::new(responder::Counters::default());
     println!("trunkline {}", env!("CARGO_PKG_VERSION"));
     for s in &sockets {
@@ -173,6 +224,13 @@ fn up(cfg: &config::Config) -> ExitCode {
         routing.dids.len(),
         cfg.proxy.auth
     );
+    println!(
+        "management API on unix:{} (REST, JSON: GET /v1/status){}",
+        api.socket.display(),
+        api.tcp
+            .map(|a| format!(" and http://{a} (bearer token)"))
+            .unwrap_or_default()
+    );
     match &media {
         Some(m) => {
             for l in &m.ready_lines {
@@ -208,7 +266,7 @@ fn up(cfg: &config::Config) -> ExitCode {
         let calls = Some(responder::Calls {
             proxy: controlplane::proxy::Proxy::with_routing(
                 me,
-                controlplane::routing::Router::new(routing.clone()),
+                Arc::clone(&router),
                 cfg.auth_policy(),
             ),
             media: media
@@ -257,6 +315,7 @@ fn up(cfg: &config::Config) -> ExitCode {
             Err(_) => code = ExitCode::FAILURE,
         }
     }
+    api.join();
     let restarts = media.as_ref().map_or(0, |m| m.restarts);
     if let Some(m) = media.take() {
         m.stop();

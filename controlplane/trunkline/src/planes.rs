@@ -142,7 +142,7 @@ pub struct MediaPlanes {
 
 /// Where the planes' sockets go: the configured directory, else /run/trunkline, else a
 /// per-user directory (a non-root user cannot create /run/trunkline).
-fn runtime_dir(cfg: &MediaConfig) -> Result<PathBuf, String> {
+pub(crate) fn runtime_dir(cfg: &MediaConfig) -> Result<PathBuf, String> {
     if let Some(d) = &cfg.runtime_dir {
         std::fs::create_dir_all(d)
             .map_err(|e| format!("media.runtime_dir {}: {e}", d.display()))?;

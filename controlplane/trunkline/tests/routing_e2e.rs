@@ -28,6 +28,10 @@ struct Appliance {
 }
 
 impl Appliance {
+    fn dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("trunkline-route-{}-{name}", std::process::id()))
+    }
+
     fn start(name: &str, media: Option<(u16, u16)>, extra: &str) -> Appliance {
         let dir =
             std::env::temp_dir().join(format!("trunkline-route-{}-{name}", std::process::id()));
@@ -474,4 +478,196 @@ fn outbound_calls_authenticate_with_407_and_carry_the_tenant_header() {
     assert_eq!(count(&s, "calls_answered"), 1, "{s}");
     assert_eq!(count(&s, "calls_refused"), 1, "{s}");
     assert_eq!(count(&s, "calls_ended"), 1, "{s}");
+}
+
+/// One HTTP/1.1 request over the API's Unix socket or TCP; status and JSON body.
+fn http(
+    target: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: trunkline\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut resp = Vec::new();
+    match target {
+        Endpoint::Unix(p) => {
+            let mut s = std::os::unix::net::UnixStream::connect(p).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            s.read_to_end(&mut resp).unwrap();
+        }
+        Endpoint::Tcp(a) => {
+            let mut s = std::net::TcpStream::connect(a).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            s.read_to_end(&mut resp).unwrap();
+        }
+    }
+    let text = String::from_utf8(resp).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let json = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .unwrap();
+    (status, json)
+}
+
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+#[test]
+fn rest_api_changes_subscribers_registrations_and_routing_at_runtime() {
+    let dir = Appliance::dir("rest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("api.sock");
+    let tcp_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let token = "e2e-token-0123456789";
+    let extra = format!(
+        "[proxy]\nauth = \"none\"\n[api]\nsocket = \"{}\"\nlisten = \"127.0.0.1:{tcp_port}\"\ntoken = \"{token}\"\n",
+        sock.display()
+    );
+    let app = Appliance::start("rest", None, &extra);
+    let api = Endpoint::Unix(sock.clone());
+    let (code, st) = http(&api, "GET", "/v1/status", None, None);
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["subscribers"], 2);
+    // TCP needs the token.
+    let tcp = Endpoint::Tcp(([127, 0, 0, 1], tcp_port).into());
+    assert_eq!(http(&tcp, "GET", "/v1/status", None, None).0, 401);
+    assert_eq!(
+        http(
+            &tcp,
+            "GET",
+            "/v1/status",
+            None,
+            Some("wrong-token-xxxxxxxx")
+        )
+        .0,
+        401
+    );
+    assert_eq!(http(&tcp, "GET", "/v1/status", None, Some(token)).0, 200);
+
+    // A new subscriber registers at once.
+    let (code, r) = http(
+        &api,
+        "PUT",
+        "/v1/tenants/route.example/subscribers/carol",
+        Some(r#"{"password":"carol-pw-3"}"#),
+        None,
+    );
+    assert_eq!(code, 201, "{r}");
+    let contact_port = free_udp_port();
+    assert_eq!(
+        register(
+            app.port,
+            "carol",
+            "carol-pw-3",
+            "rest-reg",
+            &format!("sip:carol@127.0.0.1:{contact_port}")
+        ),
+        200
+    );
+    let (_, regs) = http(&api, "GET", "/v1/registrations", None, None);
+    let carol: Vec<&serde_json::Value> = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["aor"] == "carol@route.example")
+        .collect();
+    assert_eq!(carol.len(), 1, "{regs}");
+    assert_eq!(
+        carol[0]["contact"],
+        format!("sip:carol@127.0.0.1:{contact_port}")
+    );
+    let (code, k) = http(
+        &api,
+        "DELETE",
+        "/v1/registrations/carol%40route.example",
+        None,
+        None,
+    );
+    assert_eq!((code, k["removed"].as_u64()), (200, Some(1)), "{k}");
+    assert_eq!(
+        http(
+            &api,
+            "DELETE",
+            "/v1/registrations/carol@route.example",
+            None,
+            None
+        )
+        .0,
+        404
+    );
+
+    // The routing table: a bad one is refused whole, a good one routes the next call.
+    let gw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    gw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let bad = r#"{"gateways":[],"routes":[{"prefix":"5","gateways":["nowhere"]}]}"#;
+    let (code, e) = http(&api, "PUT", "/v1/routing", Some(bad), None);
+    assert_eq!(code, 400);
+    assert!(e["error"].as_str().unwrap().contains("nowhere"), "{e}");
+    let good = format!(
+        r#"{{"gateways":[{{"name":"carrier","address":"{}"}}],
+            "routes":[{{"prefix":"5","gateways":["carrier"],"strip":1,"prepend":"00"}}],
+            "dids":[{{"number":"+1 555","tenant":"route.example","user":"carol"}}]}}"#,
+        gw.local_addr().unwrap()
+    )
+    .replace("+1 555", "+1555");
+    let (code, r) = http(&api, "PUT", "/v1/routing", Some(&good), None);
+    assert_eq!(code, 200, "{r}");
+    let (_, table) = http(&api, "GET", "/v1/routing", None, None);
+    assert_eq!(table["routes"][0]["prefix"], "5");
+    assert_eq!(table["dids"][0]["number"], "1555");
+    let (_, gws) = http(&api, "GET", "/v1/gateways", None, None);
+    assert_eq!(gws[0]["name"], "carrier");
+    assert_eq!(gws[0]["up"], true);
+    // A subscriber that owns a DID cannot be deleted; a tenant in use neither.
+    assert_eq!(
+        http(
+            &api,
+            "DELETE",
+            "/v1/tenants/route.example/subscribers/carol",
+            None,
+            None
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        http(&api, "DELETE", "/v1/tenants/route.example", None, None).0,
+        409
+    );
+
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = caller.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:5123@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-rest1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r1\r\nTo: <sip:5123@127.0.0.1>\r\n\
+         Call-ID: rest-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{local}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller
+        .send_to(invite.as_bytes(), ("127.0.0.1", app.port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = gw.recv(&mut buf).unwrap();
+    let m = sip::Message::parse(&buf[..n]).unwrap();
+    assert_eq!(m.request_uri().unwrap().user, Some(&b"00123"[..]));
+    let (code, _) = http(&api, "GET", "/v1/nothing", None, None);
+    assert_eq!(code, 404);
+    let s = app.stop();
+    assert!(!sock.exists(), "the socket is removed at stop");
+    assert_eq!(count(&s, "branches"), 1, "{s}");
 }
