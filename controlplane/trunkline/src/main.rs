@@ -141,7 +141,15 @@ fn up(cfg: &config::Config) -> ExitCode {
                 }
             },
             config::Transport::Tcp => match mio::net::TcpListener::bind(l.socket_addr()) {
-                Ok(s) => tcp_listeners.push(s),
+                Ok(s) => {
+                    if let Err(e) = tcp::widen_backlog(&s) {
+                        eprintln!(
+                            "trunkline: warning: tcp:{}: listen backlog: {e}",
+                            l.socket_addr()
+                        );
+                    }
+                    tcp_listeners.push(s);
+                }
                 Err(e) => {
                     eprintln!("trunkline: cannot listen on tcp:{}: {e}", l.socket_addr());
                     return ExitCode::FAILURE;

@@ -1,4 +1,4 @@
-//! The SIP endpoint of this build: a stateless UAS on UDP built on the `sip` crate.
+//! The SIP endpoint of this build: a stateless UAS over UDP and TCP built on the `sip` crate.
 //!
 //! It answers what needs no registrar, router or dialog state, per RFC 3261 and RFC 4475 §3.3:
 //! OPTIONS → 200 with Allow/Accept/Supported; unknown URI scheme → 416; unsupported `Require`
@@ -99,7 +99,7 @@ impl MediaAnchor for NoMedia {
 /// What happened to each datagram.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Datagrams received.
+    /// Messages received (UDP datagrams and messages framed on TCP connections).
     pub received: AtomicU64,
     /// OPTIONS answered 200.
     pub options_ok: AtomicU64,

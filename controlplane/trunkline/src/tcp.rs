@@ -54,6 +54,24 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Reads from one connection per turn of the loop before the others get theirs.
 const READS_PER_TURN: usize = 64;
 
+/// Listen backlog asked for (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// Widens the accept backlog of a bound listener from the 128 `mio` (like std) asks for: a
+/// burst of phones reconnecting at once (after a network blip or a restart) must not have
+/// its SYNs dropped, each a one-second retransmission for that phone.
+#[allow(unsafe_code)] // reason: neither std nor mio can change a listener's backlog.
+pub fn widen_backlog(listener: &TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a descriptor the listener owns and keeps open for the call; on
+    // Linux a second listen() on a listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Limits of one TCP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
