@@ -13,6 +13,13 @@ transport = "udp"
 address = "127.0.0.1"
 port = 5060
 
+# SIP over TCP as well (RFC 3261 §18): uncomment. Limits live in [sip]:
+# tcp_max_connections, tcp_idle_timeout_s, tcp_max_message_bytes.
+# [[sip.listener]]
+# transport = "tcp"
+# address = "127.0.0.1"
+# port = 5060
+
 [media]
 address = "127.0.0.1"
 port_min = 20000
@@ -321,6 +328,30 @@ pub struct SipConfig {
     /// Sockets to listen on.
     #[serde(rename = "listener")]
     pub listeners: Vec<Listener>,
+    /// Most open TCP connections per TCP listener; one more is accepted and closed at once
+    /// (counted as `tcp_refused`).
+    #[serde(default = "default_tcp_max_connections")]
+    pub tcp_max_connections: usize,
+    /// A TCP connection that sends nothing (not even a CRLF CRLF keepalive) for this many
+    /// seconds is closed. RFC 5626 §4.4.1 clients ping every 95–120 s by default.
+    #[serde(default = "default_tcp_idle_timeout_s")]
+    pub tcp_idle_timeout_s: u32,
+    /// Largest SIP message accepted on a stream (header section and body each, and the
+    /// whole message): beyond it the connection gets 400 and is closed.
+    #[serde(default = "default_tcp_max_message_bytes")]
+    pub tcp_max_message_bytes: usize,
+}
+
+fn default_tcp_max_connections() -> usize {
+    20_000
+}
+
+fn default_tcp_idle_timeout_s() -> u32 {
+    300
+}
+
+fn default_tcp_max_message_bytes() -> usize {
+    65_536
 }
 
 /// Transport of a listener.
@@ -329,7 +360,7 @@ pub struct SipConfig {
 pub enum Transport {
     /// SIP over UDP.
     Udp,
-    /// SIP over TCP (not in this build).
+    /// SIP over TCP (RFC 3261 §18; one mio event loop per listener).
     Tcp,
     /// SIP over TLS (not in this build).
     Tls,
@@ -339,8 +370,8 @@ pub enum Transport {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
-    /// Transport.
-    pub transport: Transport,
+    /// Transport (with its place in the file, so a refusal names the line).
+    pub transport: toml::Spanned<Transport>,
     /// Local address.
     pub address: IpAddr,
     /// Local port (0 picks a free one; the chosen port is printed).
@@ -348,6 +379,11 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// The transport.
+    pub fn transport(&self) -> Transport {
+        *self.transport.get_ref()
+    }
+
     /// Socket address to bind.
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
@@ -597,13 +633,36 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
         ));
     }
     for (i, l) in cfg.sip.listeners.iter().enumerate() {
-        if l.transport != Transport::Udp {
+        if l.transport() == Transport::Tls {
+            let line = text[..l.transport.span().start.min(text.len())]
+                .bytes()
+                .filter(|&b| b == b'\n')
+                .count()
+                + 1;
             return Err(format!(
-                "{origin}: sip.listener[{i}]: transport {:?} is not available in this build \
-                 (UDP only; TCP and TLS arrive with the SIP transports of the control-plane issue)",
-                l.transport
+                "{origin}: line {line}: sip.listener[{i}]: transport \"tls\" is not available in \
+                 this build (UDP and TCP are; TLS needs certificates and arrives later)"
             ));
         }
+    }
+    let s = &cfg.sip;
+    if s.tcp_max_connections == 0 || s.tcp_max_connections > 1_000_000 {
+        return Err(format!(
+            "{origin}: sip: tcp_max_connections {} must be 1..=1000000",
+            s.tcp_max_connections
+        ));
+    }
+    if s.tcp_idle_timeout_s == 0 || s.tcp_idle_timeout_s > 86_400 {
+        return Err(format!(
+            "{origin}: sip: tcp_idle_timeout_s {} must be 1..=86400",
+            s.tcp_idle_timeout_s
+        ));
+    }
+    if !(1024..=1 << 20).contains(&s.tcp_max_message_bytes) {
+        return Err(format!(
+            "{origin}: sip: tcp_max_message_bytes {} must be 1024..=1048576",
+            s.tcp_max_message_bytes
+        ));
     }
     let r = &cfg.registrar;
     if r.min_expires == 0 || r.min_expires > r.max_expires || r.default_expires < r.min_expires {
@@ -774,11 +833,82 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("line 5") && e.contains("prot"), "{e}");
         let e = parse(
-            "[[sip.listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 5060\n",
+            "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n\
+             [[sip.listener]]\ntransport = \"tls\"\naddress = \"127.0.0.1\"\nport = 5061\n",
             "t.toml",
         )
         .unwrap_err();
-        assert!(e.contains("not available"), "{e}");
+        assert!(
+            e.contains("line 6") && e.contains("tls") && e.contains("not available"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tcp_listeners_and_limits() {
+        let c = parse(
+            "[[sip.listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 5060\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.sip.listeners[0].transport(), Transport::Tcp);
+        assert_eq!(c.sip.tcp_max_connections, 20_000);
+        assert_eq!(c.sip.tcp_idle_timeout_s, 300);
+        assert_eq!(c.sip.tcp_max_message_bytes, 65_536);
+        let base = "[sip]\ntcp_max_connections = 10\ntcp_idle_timeout_s = 5\n\
+                    tcp_max_message_bytes = 4096\n[[sip.listener]]\ntransport = \"tcp\"\n\
+                    address = \"127.0.0.1\"\nport = 5060\n";
+        let c = parse(base, "t.toml").unwrap();
+        assert_eq!(
+            (
+                c.sip.tcp_max_connections,
+                c.sip.tcp_idle_timeout_s,
+                c.sip.tcp_max_message_bytes
+            ),
+            (10, 5, 4096)
+        );
+        let e = parse(
+            &base.replace("tcp_max_connections = 10", "tcp_max_conections = 10"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("tcp_max_conections"),
+            "{e}"
+        );
+        let e = parse(
+            &base.replace("tcp_idle_timeout_s = 5", "tcp_idle_timeout_s = \"5\""),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        let e = parse(
+            &base.replace("tcp_max_connections = 10", "tcp_max_connections = 0"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("tcp_max_connections"), "{e}");
+        let e = parse(
+            &base.replace("tcp_idle_timeout_s = 5", "tcp_idle_timeout_s = 0"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("tcp_idle_timeout_s"), "{e}");
+        let e = parse(
+            &base.replace(
+                "tcp_max_message_bytes = 4096",
+                "tcp_max_message_bytes = 100",
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("tcp_max_message_bytes"), "{e}");
+        let e = parse(
+            &base.replace("transport = \"tcp\"", "transport = \"sctp\""),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("line 6"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `trunkline up [--config FILE]` starts the appliance in the foreground on the embedded
 //! default configuration (loopback) or on FILE, and stops cleanly on Ctrl-C / SIGTERM.
 //!
-//! This build runs the SIP endpoint that the foundation supports (see [`responder`]) and the
+//! This build runs the SIP endpoint that the foundation supports (see [`responder`], over
+//! UDP and over TCP ([`tcp`])) and the
 //! media plane — dataplane and control-plane processes ([`planes`]) with the media-session
 //! API; the registrar and proxy join as their issues land.
 //!
@@ -17,6 +18,7 @@ mod planes;
 mod registry;
 mod responder;
 mod rest;
+mod tcp;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -77,6 +79,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit (TCP connections are file
+/// descriptors); warns when even that is below `need`.
+#[allow(unsafe_code)] // reason: getrlimit/setrlimit have no safe wrapper in std or libc.
+fn raise_nofile(need: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        eprintln!(
+            "trunkline: warning: getrlimit(RLIMIT_NOFILE): {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; setrlimit only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        } else {
+            eprintln!(
+                "trunkline: warning: cannot raise the open-file limit to {}: {}",
+                lim.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    if lim.rlim_cur < need {
+        eprintln!(
+            "trunkline: warning: open-file limit {} is below the {need} that \
+             sip.tcp_max_connections needs; connections beyond it are refused (raise the hard \
+             limit: ulimit -Hn, LimitNOFILE=)",
+            lim.rlim_cur
+        );
+    }
+}
+
 fn up(cfg: &config::Config) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -87,11 +131,61 @@ fn up(cfg: &config::Config) -> ExitCode {
     }
     // Bind everything before announcing anything: nothing half-starts.
     let mut sockets = Vec::new();
+    let mut tcp_listeners = Vec::new();
     for l in &cfg.sip.listeners {
-        match UdpSocket::bind(l.socket_addr()) {
-            Ok(s) => sockets.push(s),
+        match l.transport() {
+            config::Transport::Udp => match UdpSocket::bind(l.socket_addr()) {
+                Ok(s) => sockets.push(s),
+                Err(e) => {
+                    eprintln!("trunkline: cannot listen on udp:{}: {e}", l.socket_addr());
+                    return ExitCode::FAILURE;
+                }
+            },
+            config::Transport::Tcp => match mio::net::TcpListener::bind(l.socket_addr()) {
+                Ok(s) => {
+                    if let Err(e) = tcp::widen_backlog(&s) {
+                        eprintln!(
+                            "trunkline: warning: tcp:{}: listen backlog: {e}",
+                            l.socket_addr()
+                        );
+                    }
+                    tcp_listeners.push(s);
+                }
+                Err(e) => {
+                    eprintln!("trunkline: cannot listen on tcp:{}: {e}", l.socket_addr());
+                    return ExitCode::FAILURE;
+                }
+            },
+            // Refused by config::parse.
+            config::Transport::Tls => {
+                eprintln!("trunkline: TLS listeners are not available in this build");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if !tcp_listeners.is_empty() {
+        let per = cfg.sip.tcp_max_connections as u64;
+        raise_nofile(per * tcp_listeners.len() as u64 + 256);
+    }
+    // One poll per TCP listener, with the waker other threads use to hand it output.
+    let mut tcp_polls = Vec::new();
+    let mut lanes = Vec::new();
+    for _ in &tcp_listeners {
+        let made = mio::Poll::new().and_then(|p| {
+            let w = mio::Waker::new(p.registry(), tcp::WAKE)?;
+            Ok((p, w))
+        });
+        match made {
+            Ok((poll, waker)) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                tcp_polls.push((poll, rx));
+                lanes.push(responder::Lane {
+                    tx,
+                    waker: Arc::new(waker),
+                });
+            }
             Err(e) => {
-                eprintln!("trunkline: cannot listen on udp:{}: {e}", l.socket_addr());
+                eprintln!("trunkline: cannot create a TCP event loop: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -176,10 +270,64 @@ fn up(cfg: &config::Config) -> ExitCode {
         }
     };
     let counters = Arc::new(responder::Counters::default());
+    // One proxy for every listener: a call may arrive over TCP and leave over UDP. It names
+    // the first UDP listener (else the first TCP one) in its Via and Record-Route.
+    let me = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .or_else(|| tcp_listeners.first().and_then(|s| s.local_addr().ok()))
+        .unwrap_or_else(|| ([127, 0, 0, 1], 5060).into());
+    let media_ip = if cfg.media.address.is_unspecified() {
+        me.ip()
+    } else {
+        cfg.media.address
+    };
+    let calls = Arc::new(std::sync::Mutex::new(responder::Calls {
+        proxy: controlplane::proxy::Proxy::with_routing(me, Arc::clone(&router), cfg.auth_policy()),
+        media: media
+            .as_ref()
+            .map(|m| media_client::MediaClient::new(m.api.clone(), media_ip)),
+    }));
+    let transports = responder::Router {
+        udp: sockets.first().and_then(|s| s.try_clone().ok()),
+        conns: std::sync::Mutex::new(std::collections::HashMap::new()),
+        lanes,
+    };
+    let shared = Arc::new(responder::Shared::new(
+        Arc::clone(&counters),
+        Some(Arc::clone(&registry.registrar)),
+        Some(Arc::clone(&calls)),
+        transports,
+    ));
+    let limits = tcp::TcpLimits {
+        max_connections: cfg.sip.tcp_max_connections,
+        idle: std::time::Duration::from_secs(u64::from(cfg.sip.tcp_idle_timeout_s)),
+        max_message: cfg.sip.tcp_max_message_bytes,
+    };
+    let tcp_addrs: Vec<_> = tcp_listeners.iter().map(|l| l.local_addr()).collect();
+    let mut tcp_servers = Vec::new();
+    for (lane, (l, (poll, rx))) in tcp_listeners.into_iter().zip(tcp_polls).enumerate() {
+        match tcp::TcpServer::new(poll, l, lane, rx, Arc::clone(&shared), limits) {
+            Ok(s) => tcp_servers.push(s),
+            Err(e) => {
+                eprintln!("trunkline: TCP listener: {e}");
+                if let Some(m) = media.take() {
+                    m.stop();
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     println!("trunkline {}", env!("CARGO_PKG_VERSION"));
     for s in &sockets {
         match s.local_addr() {
             Ok(a) => println!("SIP listening on udp:{a}"),
+            Err(e) => eprintln!("trunkline: local_addr: {e}"),
+        }
+    }
+    for a in tcp_addrs {
+        match a {
+            Ok(a) => println!("SIP listening on tcp:{a}"),
             Err(e) => eprintln!("trunkline: local_addr: {e}"),
         }
     }
@@ -248,45 +396,35 @@ fn up(cfg: &config::Config) -> ExitCode {
          every contact of a subscriber, DIDs, outbound routes with gateway failover and \
          OPTIONS health probing) with their media relayed by the dataplane, and answers SIP \
          OPTIONS (200), malformed requests (400/505 naming the defect), unsupported URI schemes \
-         (416) and extensions (420).\nready"
+         (416) and extensions (420), over UDP and TCP.\nready"
     );
     let mut threads = Vec::new();
     for s in sockets {
         let stop = Arc::clone(&stop);
-        let counters = Arc::clone(&counters);
-        let registrar = Some(Arc::clone(&registry.registrar));
-        let me = s
-            .local_addr()
-            .unwrap_or_else(|_| ([127, 0, 0, 1], 5060).into());
-        let media_ip = if cfg.media.address.is_unspecified() {
-            me.ip()
-        } else {
-            cfg.media.address
-        };
-        let calls = Some(responder::Calls {
-            proxy: controlplane::proxy::Proxy::with_routing(
-                me,
-                Arc::clone(&router),
-                cfg.auth_policy(),
-            ),
-            media: media
-                .as_ref()
-                .map(|m| media_client::MediaClient::new(m.api.clone(), media_ip)),
-        });
+        let shared = Arc::clone(&shared);
         threads.push(std::thread::spawn(move || {
-            responder::serve_udp(s, stop, counters, registrar, calls)
+            responder::serve_udp(s, stop, shared)
         }));
+    }
+    for server in tcp_servers {
+        let stop = Arc::clone(&stop);
+        threads.push(std::thread::spawn(move || server.run(&stop)));
     }
     let mut code = ExitCode::SUCCESS;
     let mut ticks = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        // Proxy timers every 50 ms; housekeeping once a second.
+        shared.tick();
         ticks = ticks.wrapping_add(1);
-        if ticks % 10 == 0 {
+        if ticks % 20 == 0 {
             registry.expire();
+            if let Ok(mut c) = calls.lock() {
+                c.sweep();
+            }
         }
         if let Some(m) = media.as_mut() {
             if let Err(e) = m.supervise() {
@@ -299,14 +437,9 @@ fn up(cfg: &config::Config) -> ExitCode {
             stop.store(true, Ordering::Relaxed);
         }
     }
-    let mut proxy = controlplane::proxy::ProxyStats::default();
     for t in threads {
         match t.join() {
-            Ok(Ok(s)) => {
-                if let Some(s) = s {
-                    proxy += s;
-                }
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 eprintln!("trunkline: listener failed: {e}");
                 stop.store(true, Ordering::Relaxed);
@@ -316,6 +449,9 @@ fn up(cfg: &config::Config) -> ExitCode {
         }
     }
     api.join();
+    let proxy = calls.lock().map(|c| c.proxy.stats()).unwrap_or_default();
+    drop(shared);
+    drop(calls);
     let restarts = media.as_ref().map_or(0, |m| m.restarts);
     if let Some(m) = media.take() {
         m.stop();

@@ -1,4 +1,4 @@
-//! The SIP endpoint of this build: a stateless UAS on UDP built on the `sip` crate.
+//! The SIP endpoint of this build: a stateless UAS over UDP and TCP built on the `sip` crate.
 //!
 //! It answers what needs no registrar, router or dialog state, per RFC 3261 and RFC 4475 §3.3:
 //! OPTIONS → 200 with Allow/Accept/Supported; unknown URI scheme → 416; unsupported `Require`
@@ -6,20 +6,28 @@
 //! reason names the defect; a stray CANCEL → 481; ACK and responses are absorbed; REGISTER
 //! goes to the registrar ([`controlplane::registrar`]); every other request → 501 until the
 //! proxy lands. Each outcome is counted.
+//!
+//! Every listener thread — UDP here ([`serve_udp`]), TCP in [`crate::tcp`] — hands each
+//! message to [`Shared::handle`]: the one proxy ([`Calls`]) and registrar are shared by all
+//! of them, so a call may come in over one transport and leave over another. What the proxy
+//! sends goes through the [`Router`]: over the live TCP connection to that address if
+//! there is one, else over UDP.
 
 use controlplane::registrar::Registrar;
 use sip::edit::{error_response_for_unparsed, ResponseBuilder};
 use sip::{HeaderName, Message, Method, ParseError, Scheme};
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use controlplane::proxy::{MediaAnchor, Out, Proxy};
 
 use crate::media_client::MediaClient;
 
-/// The proxy of one listener with its media-API client.
+/// The proxy of all listeners with its media-API client (shared behind a mutex, held while
+/// one message is handled).
 #[derive(Debug)]
 pub struct Calls {
     /// The proxy.
@@ -29,7 +37,8 @@ pub struct Calls {
 }
 
 impl Calls {
-    fn sweep(&mut self) {
+    /// Forgets calls and transactions past their time (call about once a second).
+    pub fn sweep(&mut self) {
         let mut none = NoMedia;
         let m: &mut dyn MediaAnchor = match self.media.as_mut() {
             Some(m) => m,
@@ -107,7 +116,7 @@ impl MediaAnchor for NoMedia {
 /// What happened to each datagram.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Datagrams received.
+    /// Messages received (UDP datagrams and messages framed on TCP connections).
     pub received: AtomicU64,
     /// OPTIONS answered 200.
     pub options_ok: AtomicU64,
@@ -121,8 +130,28 @@ pub struct Counters {
     pub absorbed: AtomicU64,
     /// CRLF keepalives ignored.
     pub keepalives: AtomicU64,
-    /// Send failures.
+    /// Send failures (including output for a TCP connection that has gone).
     pub send_errors: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_accepted: AtomicU64,
+    /// TCP connections closed (every reason, by either side).
+    pub tcp_closed: AtomicU64,
+    /// TCP connections accepted beyond `tcp_max_connections` and closed at once.
+    pub tcp_refused: AtomicU64,
+    /// TCP connections closed for a framing error (no or bad Content-Length, a header
+    /// section or body over the limit).
+    pub tcp_framing_errors: AtomicU64,
+    /// TCP connections closed for idling past `tcp_idle_timeout_s`.
+    pub tcp_idle_closed: AtomicU64,
+    /// TCP connections closed because the peer did not read what we sent (write queue full).
+    pub tcp_write_overflows: AtomicU64,
+    /// Times a TCP connection was no longer read because its answers were not read
+    /// (backpressure; reading resumes when its queue drains).
+    pub tcp_read_pauses: AtomicU64,
+    /// accept() failures (e.g. out of file descriptors).
+    pub tcp_accept_errors: AtomicU64,
+    /// SIP messages received over TCP (also in `received`).
+    pub tcp_messages: AtomicU64,
 }
 
 impl Counters {
@@ -130,7 +159,8 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "received={} options_ok={} malformed_answered={} malformed_dropped={} rejected={} absorbed={} keepalives={} send_errors={}",
+            "received={} options_ok={} malformed_answered={} malformed_dropped={} rejected={} absorbed={} keepalives={} send_errors={} \
+             tcp_accepted={} tcp_closed={} tcp_refused={} tcp_framing_errors={} tcp_idle_closed={} tcp_write_overflows={} tcp_read_pauses={} tcp_accept_errors={} tcp_messages={}",
             g(&self.received),
             g(&self.options_ok),
             g(&self.malformed_answered),
@@ -138,7 +168,16 @@ impl Counters {
             g(&self.rejected),
             g(&self.absorbed),
             g(&self.keepalives),
-            g(&self.send_errors)
+            g(&self.send_errors),
+            g(&self.tcp_accepted),
+            g(&self.tcp_closed),
+            g(&self.tcp_refused),
+            g(&self.tcp_framing_errors),
+            g(&self.tcp_idle_closed),
+            g(&self.tcp_write_overflows),
+            g(&self.tcp_read_pauses),
+            g(&self.tcp_accept_errors),
+            g(&self.tcp_messages)
         )
     }
 }
@@ -272,35 +311,191 @@ fn hex_tag(seq: u64, buf: &mut [u8; 16]) -> &[u8] {
     &buf[..]
 }
 
+/// Where the live TCP connection to a peer address is: the TCP listener (lane) that owns
+/// it and the connection's peer address (an alias maps a registered contact's address to
+/// the connection its REGISTER came over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Index of the TCP listener thread.
+    pub lane: usize,
+    /// The connection's peer address.
+    pub peer: SocketAddr,
+}
+
+/// The way into one TCP listener thread from the others.
+#[derive(Debug)]
+pub struct Lane {
+    /// (connection peer, bytes) to write on that connection.
+    pub tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    /// Wakes the thread's poll.
+    pub waker: Arc<mio::Waker>,
+}
+
+/// Sends what the proxy and registrar produce: over the live TCP connection to the address
+/// if there is one (RFC 3261 §18.2.2: responses go back on the connection the request came
+/// in on), else over UDP.
+#[derive(Debug, Default)]
+pub struct Router {
+    /// The first UDP listener's socket: UDP output of threads that have no socket of their own.
+    pub udp: Option<UdpSocket>,
+    /// Live TCP connections (and aliases) by address.
+    pub conns: Mutex<HashMap<SocketAddr, Route>>,
+    /// One per TCP listener.
+    pub lanes: Vec<Lane>,
+}
+
+impl Router {
+    /// The TCP connection for `addr`, if one is live.
+    pub fn route(&self, addr: SocketAddr) -> Option<Route> {
+        self.conns.lock().ok().and_then(|m| m.get(&addr).copied())
+    }
+
+    /// Records a live connection (or an alias for one).
+    pub fn add(&self, addr: SocketAddr, route: Route) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(addr, route);
+        }
+    }
+
+    /// Forgets `addr` if it still names the connection to `peer`.
+    pub fn remove(&self, addr: SocketAddr, peer: SocketAddr) {
+        if let Ok(mut m) = self.conns.lock() {
+            if m.get(&addr).is_some_and(|r| r.peer == peer) {
+                m.remove(&addr);
+            }
+        }
+    }
+
+    /// Hands `bytes` to the TCP listener thread owning `route`.
+    pub fn send_lane(&self, route: Route, bytes: Vec<u8>, counters: &Counters) {
+        let ok = self
+            .lanes
+            .get(route.lane)
+            .is_some_and(|l| l.tx.send((route.peer, bytes)).is_ok() && l.waker.wake().is_ok());
+        if !ok {
+            counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `bytes` to `to`: TCP when a connection is live, else UDP through `udp` (the
+    /// calling thread's socket) or the first UDP listener's.
+    pub fn send(
+        &self,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        udp: Option<&UdpSocket>,
+        counters: &Counters,
+    ) {
+        if let Some(r) = self.route(to) {
+            return self.send_lane(r, bytes, counters);
+        }
+        match udp.or(self.udp.as_ref()) {
+            Some(s) if s.send_to(&bytes, to).is_ok() => {}
+            // No UDP listener (a TCP-only configuration) or a send error.
+            _ => {
+                counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What all listener threads share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// The registrar.
+    pub registrar: Option<Arc<Mutex<Registrar>>>,
+    /// The proxy (None: calls get 501).
+    pub calls: Option<Arc<Mutex<Calls>>>,
+    /// Where output goes.
+    pub router: Router,
+    /// Sequence for To tags, unique across threads.
+    seq: AtomicU64,
+}
+
+impl Shared {
+    /// Shares these among the listener threads.
+    pub fn new(
+        counters: Arc<Counters>,
+        registrar: Option<Arc<Mutex<Registrar>>>,
+        calls: Option<Arc<Mutex<Calls>>>,
+        router: Router,
+    ) -> Shared {
+        Shared {
+            counters,
+            registrar,
+            calls,
+            router,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Handles one message from `from`, whatever its transport. Returns true when `reply`
+    /// holds the answer for `from` (to go back the way the message came); what the proxy
+    /// sends elsewhere (or to `from` too) is appended to `sends`.
+    pub fn handle(
+        &self,
+        message: &[u8],
+        from: SocketAddr,
+        reply: &mut Vec<u8>,
+        sends: &mut Out,
+    ) -> bool {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        match answer(
+            message,
+            from,
+            seq,
+            &self.counters,
+            self.registrar.as_deref(),
+            self.calls.is_some(),
+            reply,
+        ) {
+            Decision::Reply => true,
+            Decision::Nothing => false,
+            Decision::Proxy => {
+                if let (Some(c), Some(r)) = (self.calls.as_deref(), self.registrar.as_deref()) {
+                    // The lock is held for this one message only.
+                    if let Ok(mut c) = c.lock() {
+                        sends.extend(c.handle(message, from, seq, r));
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Runs the proxy's timers (INVITE retransmissions, failover, ring timeouts, gateway
+    /// probes) and sends what they produce.
+    pub fn tick(&self) {
+        let Some(c) = self.calls.as_deref() else {
+            return;
+        };
+        let sends = match c.lock() {
+            Ok(mut c) => c.tick(),
+            Err(_) => return,
+        };
+        for (to, bytes) in sends {
+            self.router.send(to, bytes, None, &self.counters);
+        }
+    }
+}
+
 /// Serves one UDP socket until `stop` is set.
 pub fn serve_udp(
     sock: UdpSocket,
     stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    registrar: Option<Arc<Mutex<Registrar>>>,
-    mut calls: Option<Calls>,
-) -> std::io::Result<Option<controlplane::proxy::ProxyStats>> {
-    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
-    let mut seq: u64 = 0;
-    let mut last_sweep = Instant::now();
-    let mut last_tick = Instant::now();
+    let mut sends = Out::new();
+    let counters = &shared.counters;
     while !stop.load(Ordering::Relaxed) {
-        if let Some(c) = calls.as_mut() {
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                last_sweep = Instant::now();
-                c.sweep();
-            }
-            if last_tick.elapsed() >= Duration::from_millis(50) {
-                last_tick = Instant::now();
-                for (to, bytes) in c.tick() {
-                    if sock.send_to(&bytes, to).is_err() {
-                        counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
         let (n, from): (usize, SocketAddr) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
             Err(e)
@@ -316,37 +511,17 @@ pub fn serve_udp(
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e),
         };
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        seq += 1;
-        match answer(
-            &buf[..n],
-            from,
-            seq,
-            &counters,
-            registrar.as_deref(),
-            calls.is_some(),
-            &mut out,
-        ) {
-            // Responses go back to the source address and port (RFC 3581 symmetric response
-            // routing): correct behind NAT and for every loopback peer.
-            Decision::Reply => {
-                if sock.send_to(&out, from).is_err() {
-                    counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Decision::Nothing => {}
-            Decision::Proxy => {
-                if let (Some(c), Some(r)) = (calls.as_mut(), registrar.as_deref()) {
-                    for (to, bytes) in c.handle(&buf[..n], from, seq, r) {
-                        if sock.send_to(&bytes, to).is_err() {
-                            counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
+        // Responses go back to the source address and port (RFC 3581 symmetric response
+        // routing): correct behind NAT and for every loopback peer.
+        if shared.handle(&buf[..n], from, &mut out, &mut sends) && sock.send_to(&out, from).is_err()
+        {
+            counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for (to, bytes) in sends.drain(..) {
+            shared.router.send(to, bytes, Some(&sock), counters);
         }
     }
-    Ok(calls.map(|c| c.proxy.stats()))
+    Ok(())
 }
 
 #[cfg(test)]
