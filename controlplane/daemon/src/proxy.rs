@@ -79,6 +79,11 @@ pub trait MediaAnchor {
     fn set_caller(&mut self, id: u64, a: &LegMedia) -> Result<(), String>;
     /// Ends the session.
     fn delete(&mut self, id: u64);
+    /// Sessions whose media stopped (a leg silent past its inactivity timeout) since the
+    /// last call.
+    fn timed_out(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// Which calls must prove their caller with `Proxy-Authorization` (407 challenge).
@@ -132,6 +137,8 @@ pub struct ProxyStats {
     pub gateways_down: u64,
     /// Gateways that answered again.
     pub gateways_up: u64,
+    /// Answered calls ended here because their media stopped (BYE sent both ways).
+    pub media_timeouts: u64,
 }
 
 impl std::ops::AddAssign for ProxyStats {
@@ -154,6 +161,7 @@ impl std::ops::AddAssign for ProxyStats {
         self.probes_sent += o.probes_sent;
         self.gateways_down += o.gateways_down;
         self.gateways_up += o.gateways_up;
+        self.media_timeouts += o.media_timeouts;
     }
 }
 
@@ -164,7 +172,7 @@ impl ProxyStats {
             "calls={} calls_answered={} calls_refused={} calls_failed={} calls_ended={} \
              in_dialog={} stray={} acks_absorbed={} media_errors={} branches={} failovers={} \
              branch_timeouts={} cancels_sent={} invite_retransmissions={} call_challenges={} \
-             probes_sent={} gateways_down={} gateways_up={}",
+             probes_sent={} gateways_down={} gateways_up={} media_timeouts={}",
             self.calls,
             self.answered,
             self.refused,
@@ -182,7 +190,8 @@ impl ProxyStats {
             self.challenges,
             self.probes_sent,
             self.gateways_down,
-            self.gateways_up
+            self.gateways_up,
+            self.media_timeouts
         )
     }
 }
@@ -285,6 +294,11 @@ struct Dialog {
     tag: Vec<u8>,
     /// Where its requests go.
     peer: SocketAddr,
+    /// The callee's To header value (with its tag) and Contact URI, for a BYE of ours.
+    to: Vec<u8>,
+    contact: Vec<u8>,
+    /// Highest CSeq the callee used in this dialog.
+    callee_cseq: u32,
 }
 
 #[derive(Debug)]
@@ -313,6 +327,8 @@ struct Call {
     /// A final response went to the caller.
     final_sent: bool,
     dialogs: Vec<Dialog>,
+    /// Highest CSeq the caller used (the INVITE's, then in-dialog requests').
+    caller_cseq: u32,
     anchor: Option<Anchor>,
     phase: Phase,
     touched: Instant,
@@ -328,6 +344,8 @@ enum Pending {
     InDialog(SocketAddr, Instant),
     /// A branch of a call's INVITE.
     Invite(Vec<u8>),
+    /// A request this proxy made itself (a BYE when media died): its responses end here.
+    Own(Instant),
 }
 
 /// The proxy.
@@ -514,7 +532,7 @@ impl Proxy {
         });
         let calls = &self.calls;
         self.pending.retain(|_, p| match p {
-            Pending::InDialog(_, t) => now.duration_since(*t) < PENDING_TTL,
+            Pending::InDialog(_, t) | Pending::Own(t) => now.duration_since(*t) < PENDING_TTL,
             Pending::Invite(call_id) => calls.contains_key(call_id),
         });
     }
@@ -587,6 +605,16 @@ impl Proxy {
             return out;
         }
         let from_caller = msg.from_tag().unwrap_or_default() == call.caller_tag.as_slice();
+        let cseq = msg.cseq().seq;
+        if from_caller {
+            call.caller_cseq = call.caller_cseq.max(cseq);
+        } else if let Some(d) = call
+            .dialogs
+            .iter_mut()
+            .find(|d| Some(d.tag.as_slice()) == msg.from_tag())
+        {
+            d.callee_cseq = d.callee_cseq.max(cseq);
+        }
         let dest = if from_caller {
             let to_tag = msg.to_tag().unwrap_or_default();
             match call
@@ -938,6 +966,7 @@ impl Proxy {
             cancelled: false,
             final_sent: false,
             dialogs: Vec::new(),
+            caller_cseq: msg.cseq().seq,
             anchor,
             phase: Phase::Proceeding,
             touched: now,
@@ -1115,6 +1144,100 @@ impl Proxy {
         }
     }
 
+    /// Ends answered calls whose media session timed out: a BYE to each party (RFC 3261
+    /// §16 lets a proxy do it for a dialog it record-routes; the parties treat it as the
+    /// other's), and the media session is deleted. Sessions of calls not answered yet are
+    /// left to the call's own end.
+    pub fn media_timed_out(
+        &mut self,
+        sessions: &[u64],
+        now: Instant,
+        media: Option<&mut dyn MediaAnchor>,
+    ) -> Out {
+        let mut out = Out::new();
+        let mut ended = Vec::new();
+        for (id, call) in &self.calls {
+            if call.phase != Phase::Confirmed {
+                continue;
+            }
+            if call.anchor.is_some_and(|a| sessions.contains(&a.id)) {
+                ended.push(id.clone());
+            }
+        }
+        let mut media = media;
+        for id in ended {
+            let mut byes = Vec::new();
+            let Some(call) = self.calls.get(&id) else {
+                continue;
+            };
+            let Ok(invite) = Message::parse(&call.invite_in) else {
+                continue;
+            };
+            let Some(d) = call
+                .media_branch
+                .and_then(|i| call.branches.get(i))
+                .and_then(|b| call.dialogs.iter().find(|d| d.peer == b.attempt.dest))
+                .or(call.dialogs.first())
+            else {
+                continue;
+            };
+            let caller_from = invite.header(HeaderName::From).unwrap_or_default();
+            let caller_contact = invite
+                .contacts()
+                .find_map(|c| match c {
+                    sip::Contact::Addr(a) => Some(a.uri.as_bytes()),
+                    sip::Contact::Star => None,
+                })
+                .unwrap_or_default();
+            let call_id = String::from_utf8_lossy(&id).into_owned();
+            let reason = "Reason: Q.850;cause=16;text=\"media timeout\"";
+            // To the callee, as if from the caller.
+            byes.push((
+                d.peer,
+                call.caller_cseq.saturating_add(1),
+                String::from_utf8_lossy(&d.contact).into_owned(),
+                String::from_utf8_lossy(caller_from).into_owned(),
+                String::from_utf8_lossy(&d.to).into_owned(),
+            ));
+            // To the caller, as if from the callee.
+            byes.push((
+                call.caller,
+                d.callee_cseq.saturating_add(1).max(1),
+                String::from_utf8_lossy(caller_contact).into_owned(),
+                String::from_utf8_lossy(&d.to).into_owned(),
+                String::from_utf8_lossy(caller_from).into_owned(),
+            ));
+            let me = self.me;
+            for (dest, cseq, ruri, from, to) in byes {
+                let branch = self.new_branch();
+                let ruri = if ruri.is_empty() {
+                    format!("sip:{dest}")
+                } else {
+                    ruri
+                };
+                let bye = format!(
+                    "BYE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\n\
+                     Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+                     CSeq: {cseq} BYE\r\n{reason}\r\nUser-Agent: Trunkline/{v}\r\n\
+                     Content-Length: 0\r\n\r\n",
+                    v = env!("CARGO_PKG_VERSION")
+                );
+                self.pending.insert(branch.into_bytes(), Pending::Own(now));
+                out.push((dest, bye.into_bytes()));
+            }
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.phase = Phase::Ended;
+                call.touched = now;
+                self.stats.media_timeouts += 1;
+                self.stats.ended += 1;
+                if let (Some(a), Some(m)) = (call.anchor.take(), media.as_deref_mut()) {
+                    m.delete(a.id);
+                }
+            }
+        }
+        out
+    }
+
     /// Timers: INVITE retransmissions, failover on silence, ring timeouts, gateway probes.
     pub fn tick(&mut self, now: Instant, mut media: Option<&mut dyn MediaAnchor>) -> Out {
         let mut out = Out::new();
@@ -1180,6 +1303,13 @@ impl Proxy {
             self.fail_over(&id, now, &mut out);
             self.finish_if_done(&id, media.as_deref_mut(), &mut out);
         }
+        if let Some(m) = media {
+            let dead = m.timed_out();
+            if !dead.is_empty() {
+                let byes = self.media_timed_out(&dead, now, Some(m));
+                out.extend(byes);
+            }
+        }
         // Probes.
         let me = self.me;
         let mut seq = self.seq;
@@ -1242,6 +1372,12 @@ impl Proxy {
                 return self.in_dialog_response(msg, dest, media, now, &branch);
             }
             Some(Pending::Invite(call_id)) => call_id.clone(),
+            Some(Pending::Own(_)) => {
+                if status >= 200 {
+                    self.pending.remove(&branch);
+                }
+                return out;
+            }
             None => {
                 self.stats.stray += 1;
                 return out;
@@ -1301,6 +1437,15 @@ impl Proxy {
                     call.dialogs.push(Dialog {
                         tag: to_tag.to_vec(),
                         peer,
+                        to: msg.header(HeaderName::To).unwrap_or_default().to_vec(),
+                        contact: msg
+                            .contacts()
+                            .find_map(|c| match c {
+                                sip::Contact::Addr(a) => Some(a.uri.as_bytes().to_vec()),
+                                sip::Contact::Star => None,
+                            })
+                            .unwrap_or_default(),
+                        callee_cseq: 0,
                     });
                 }
             }

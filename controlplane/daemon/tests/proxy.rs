@@ -454,3 +454,91 @@ fn probing_disables_a_silent_gateway_and_enables_it_when_it_answers() {
     let s = h.p.stats();
     assert_eq!((s.gateways_down, s.gateways_up), (1, 1));
 }
+
+/// A media plane that anchors every call as session 7 and reports it dead on demand.
+#[derive(Default)]
+struct FakeMedia {
+    dead: Vec<u64>,
+    deleted: Vec<u64>,
+}
+
+impl controlplane::proxy::MediaAnchor for FakeMedia {
+    fn create(
+        &mut self,
+        _: &controlplane::proxy::LegMedia,
+    ) -> Result<controlplane::proxy::Anchor, String> {
+        Ok(controlplane::proxy::Anchor {
+            id: 7,
+            addr: "127.0.0.1".parse().unwrap(),
+            port_a: 20_000,
+            port_b: 20_002,
+        })
+    }
+    fn set_callee(&mut self, _: u64, _: &controlplane::proxy::LegMedia) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_caller(&mut self, _: u64, _: &controlplane::proxy::LegMedia) -> Result<(), String> {
+        Ok(())
+    }
+    fn delete(&mut self, id: u64) {
+        self.deleted.push(id);
+    }
+    fn timed_out(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dead)
+    }
+}
+
+#[test]
+fn dead_media_ends_an_answered_call_with_a_bye_to_each_party() {
+    let mut p = proxy(AuthPolicy::Outbound);
+    let mut r = registrar();
+    let mut m = FakeMedia::default();
+    let now = Instant::now();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let inv = String::from_utf8(invite("alice", "md1", "Content-Type: application/sdp\r\n"))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        );
+    let msg = Message::parse(inv.as_bytes()).unwrap();
+    let out = p.on_request(&msg, caller(), &mut r, Some(&mut m), now, UNIX, b"t");
+    let fwd = to(&out, addr("127.0.0.1:7100"));
+    // The callee answers with its Contact.
+    let m2 = Message::parse(&fwd[0]).unwrap();
+    let mut ok = Vec::new();
+    ResponseBuilder::new(&m2, 200, b"OK")
+        .to_tag(b"callee9")
+        .header(HeaderName::Contact, b"<sip:alice@127.0.0.1:7100>")
+        .write(&mut ok);
+    let resp = Message::parse(&ok).unwrap();
+    p.on_response(&resp, addr("127.0.0.1:7100"), Some(&mut m), now);
+    // Media dies.
+    m.dead.push(7);
+    let out = p.tick(now + Duration::from_millis(60), Some(&mut m));
+    let to_callee = to(&out, addr("127.0.0.1:7100"));
+    let to_caller = to(&out, caller());
+    assert_eq!((to_callee.len(), to_caller.len()), (1, 1));
+    let b = Message::parse(&to_callee[0]).unwrap();
+    assert_eq!(method(&to_callee[0]), "BYE");
+    assert_eq!(ruri(&to_callee[0]), "sip:alice@127.0.0.1:7100");
+    assert_eq!(b.from_tag(), Some(&b"caller1"[..]));
+    assert_eq!(b.to_tag(), Some(&b"callee9"[..]));
+    assert_eq!(b.cseq().seq, 2);
+    let c = Message::parse(&to_caller[0]).unwrap();
+    assert_eq!(
+        ruri(&to_caller[0]),
+        "sip:alice@127.0.0.1:6000",
+        "the caller's Contact"
+    );
+    assert_eq!(c.from_tag(), Some(&b"callee9"[..]));
+    assert_eq!(c.to_tag(), Some(&b"caller1"[..]));
+    assert_eq!(m.deleted, [7]);
+    // Their 200s end here.
+    let ok = answer(&to_caller[0], 200, "caller1");
+    assert!(p
+        .on_response(&Message::parse(&ok).unwrap(), caller(), None, now)
+        .is_empty());
+    let s = p.stats();
+    assert_eq!((s.media_timeouts, s.ended, s.stray), (1, 1, 0));
+}

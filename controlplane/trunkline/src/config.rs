@@ -107,6 +107,9 @@ pub struct ProxySection {
     pub probe_interval_ms: u64,
     /// Unanswered probes in a row that disable a gateway.
     pub probe_threshold: u32,
+    /// Seconds without media on a leg of an answered call before the call is ended with a
+    /// BYE to both parties (0: never).
+    pub media_timeout_s: u32,
 }
 
 impl Default for ProxySection {
@@ -118,6 +121,7 @@ impl Default for ProxySection {
             ring_timeout_s: 120,
             probe_interval_ms: 10_000,
             probe_threshold: 2,
+            media_timeout_s: 60,
         }
     }
 }

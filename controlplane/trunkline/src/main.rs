@@ -284,9 +284,11 @@ fn up(cfg: &config::Config) -> ExitCode {
     };
     let calls = Arc::new(std::sync::Mutex::new(responder::Calls {
         proxy: controlplane::proxy::Proxy::with_routing(me, Arc::clone(&router), cfg.auth_policy()),
-        media: media
-            .as_ref()
-            .map(|m| media_client::MediaClient::new(m.api.clone(), media_ip)),
+        media: media.as_ref().map(|m| {
+            media_client::MediaClient::new(m.api.clone(), media_ip).with_timeout(
+                std::time::Duration::from_secs(u64::from(cfg.proxy.media_timeout_s)),
+            )
+        }),
     }));
     let transports = responder::Router {
         udp: sockets.first().and_then(|s| s.try_clone().ok()),

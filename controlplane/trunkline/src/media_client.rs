@@ -20,6 +20,11 @@ pub struct MediaClient {
     path: PathBuf,
     media_ip: IpAddr,
     conn: Option<(UnixStream, BufReader<UnixStream>)>,
+    /// Inactivity timeout given to both legs of every session (0: none).
+    timeout_ms: u32,
+    /// The media API's event cursor, and when it was last polled.
+    events_next: Option<u64>,
+    last_poll: Option<std::time::Instant>,
 }
 
 fn leg_json(l: &LegMedia, with_remote: bool) -> Value {
@@ -49,7 +54,17 @@ impl MediaClient {
             path,
             media_ip,
             conn: None,
+            timeout_ms: 0,
+            events_next: None,
+            last_poll: None,
         }
+    }
+
+    /// Sessions get this inactivity timeout on both legs; the proxy ends answered calls
+    /// whose media stops for that long.
+    pub fn with_timeout(mut self, timeout: Duration) -> MediaClient {
+        self.timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        self
     }
 
     fn call(&mut self, req: &Value) -> Result<Value, String> {
@@ -88,8 +103,12 @@ impl MediaAnchor for MediaClient {
             remote: None,
             ..a.clone()
         };
-        let v =
-            self.call(&json!({"op": "create", "a": leg_json(a, true), "b": leg_json(&b, true)}))?;
+        let (mut la, mut lb) = (leg_json(a, true), leg_json(&b, true));
+        if self.timeout_ms > 0 {
+            la["timeout_ms"] = json!(self.timeout_ms);
+            lb["timeout_ms"] = json!(self.timeout_ms);
+        }
+        let v = self.call(&json!({"op": "create", "a": la, "b": lb}))?;
         let s = &v["session"];
         let port = |i: usize| {
             s["ports"][i]
@@ -121,5 +140,36 @@ impl MediaAnchor for MediaClient {
 
     fn delete(&mut self, id: u64) {
         let _ = self.call(&json!({"op": "delete", "id": id}));
+    }
+
+    fn timed_out(&mut self) -> Vec<u64> {
+        // Once a second is plenty next to timeouts of seconds.
+        if self.timeout_ms == 0
+            || self
+                .last_poll
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Vec::new();
+        }
+        self.last_poll = Some(std::time::Instant::now());
+        let req = match self.events_next {
+            Some(n) => json!({"op": "events", "since": n}),
+            None => json!({"op": "events"}),
+        };
+        let Ok(v) = self.call(&req) else {
+            return Vec::new();
+        };
+        if let Some(n) = v["next"].as_u64() {
+            self.events_next = Some(n);
+        }
+        v["events"]
+            .as_array()
+            .map(|evs| {
+                evs.iter()
+                    .filter(|e| e["type"] == "media_timeout")
+                    .filter_map(|e| e["session"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

@@ -1,7 +1,7 @@
 //! Routing end to end through `trunkline up` with sipp as phones and gateways: parallel
 //! forking (one phone answers, the other is cancelled), serial failover past a silent and a
 //! 503 gateway, and OPTIONS health probing that takes a dead gateway out of service and
-//! brings it back when it answers. Loopback only; media ports 25000–25199.
+//! brings it back when it answers. Loopback only; media ports 25000–25299.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -670,4 +670,55 @@ fn rest_api_changes_subscribers_registrations_and_routing_at_runtime() {
     let s = app.stop();
     assert!(!sock.exists(), "the socket is removed at stop");
     assert_eq!(count(&s, "branches"), 1, "{s}");
+}
+
+#[test]
+fn a_call_whose_media_stops_is_ended_with_bye_to_both_parties() {
+    let app = Appliance::start(
+        "mediadies",
+        Some((25_200, 25_299)),
+        "[proxy]\nmedia_timeout_s = 1\n",
+    );
+    let callee = free_udp_port();
+    assert_eq!(
+        register(
+            app.port,
+            "bob",
+            "bob-pw-2",
+            "md-reg",
+            &format!("sip:bob@127.0.0.1:{callee}")
+        ),
+        200
+    );
+    // sipp's own UAS answers and then waits for a BYE (which only the proxy will send).
+    let uas = Command::new("sipp")
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
+        .arg(callee.to_string())
+        .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp uas");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let uac = Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", app.port))
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/uac_media_dies.xml"))
+        .args(["-s", "bob", "-i", "127.0.0.1", "-p"])
+        .arg(free_udp_port().to_string())
+        .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp uac");
+    assert!(uac.success(), "the caller got no BYE");
+    wait_ok(uas, "callee (must get a BYE)");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let s = app.stop();
+    assert_eq!(count(&s, "media_timeouts"), 1, "{s}");
+    assert_eq!(count(&s, "calls_ended"), 1, "{s}");
+    assert_eq!(count(&s, "stray"), 0, "the BYEs' 200s are ours: {s}");
 }
