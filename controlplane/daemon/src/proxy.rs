@@ -67,6 +67,9 @@ pub struct LegMedia {
     pub payload_types: Vec<(u8, u32)>,
     /// telephone-event payload type.
     pub telephone_event: Option<u8>,
+    /// The party does not want to receive (on hold: `sendonly`, `inactive`, or the RFC 2543
+    /// `c=0.0.0.0`): the relay sends it nothing until it does again.
+    pub hold: bool,
 }
 
 /// The media plane as the proxy uses it (the control plane's media API).
@@ -378,9 +381,11 @@ fn sdp_media(body: &[u8]) -> Option<LegMedia> {
         .iter()
         .position(|m| m.is_rtp() && !m.is_disabled())?;
     let m = &sdp.media()[index];
-    let remote = sdp
-        .connection_for(index)
-        .and_then(sip::sdp::Connection::ip)
+    let ip = sdp.connection_for(index).and_then(sip::sdp::Connection::ip);
+    let unspecified = ip.is_some_and(|ip| ip.is_unspecified());
+    // c=0.0.0.0 names no address: the leg keeps the one it has.
+    let remote = ip
+        .filter(|_| !unspecified)
         .map(|ip| SocketAddr::new(ip, m.port));
     let mut payload_types = Vec::new();
     for pt in sdp.payload_types(index) {
@@ -390,10 +395,16 @@ fn sdp_media(body: &[u8]) -> Option<LegMedia> {
             }
         }
     }
+    let hold = unspecified
+        || matches!(
+            sdp.direction(index),
+            Some(sip::sdp::Direction::SendOnly | sip::sdp::Direction::Inactive)
+        );
     Some(LegMedia {
         remote,
         payload_types,
         telephone_event: sdp.telephone_event(index).map(|r| r.pt),
+        hold,
     })
 }
 

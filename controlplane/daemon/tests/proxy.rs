@@ -460,6 +460,8 @@ fn probing_disables_a_silent_gateway_and_enables_it_when_it_answers() {
 struct FakeMedia {
     dead: Vec<u64>,
     deleted: Vec<u64>,
+    /// (leg, hold, remote) of every update.
+    updates: Vec<(char, bool, Option<SocketAddr>)>,
 }
 
 impl controlplane::proxy::MediaAnchor for FakeMedia {
@@ -474,10 +476,12 @@ impl controlplane::proxy::MediaAnchor for FakeMedia {
             port_b: 20_002,
         })
     }
-    fn set_callee(&mut self, _: u64, _: &controlplane::proxy::LegMedia) -> Result<(), String> {
+    fn set_callee(&mut self, _: u64, b: &controlplane::proxy::LegMedia) -> Result<(), String> {
+        self.updates.push(('b', b.hold, b.remote));
         Ok(())
     }
-    fn set_caller(&mut self, _: u64, _: &controlplane::proxy::LegMedia) -> Result<(), String> {
+    fn set_caller(&mut self, _: u64, a: &controlplane::proxy::LegMedia) -> Result<(), String> {
+        self.updates.push(('a', a.hold, a.remote));
         Ok(())
     }
     fn delete(&mut self, id: u64) {
@@ -541,4 +545,90 @@ fn dead_media_ends_an_answered_call_with_a_bye_to_each_party() {
         .is_empty());
     let s = p.stats();
     assert_eq!((s.media_timeouts, s.ended, s.stray), (1, 1, 0));
+}
+
+fn with_sdp(req: &str, sdp: &str) -> Vec<u8> {
+    req.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    )
+    .into_bytes()
+}
+
+fn sdp(ip: &str, port: u16, dir: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n{dir}"
+    )
+}
+
+#[test]
+fn re_invite_puts_the_callee_on_hold_and_takes_it_off_through_the_relay() {
+    let mut p = proxy(AuthPolicy::Outbound);
+    let mut r = registrar();
+    let mut m = FakeMedia::default();
+    let now = Instant::now();
+    let inv = with_sdp(
+        &String::from_utf8(invite("alice", "hold1", "")).unwrap(),
+        &sdp("127.0.0.1", 40_000, ""),
+    );
+    let msg = Message::parse(&inv).unwrap();
+    let out = p.on_request(&msg, caller(), &mut r, Some(&mut m), now, UNIX, b"t");
+    let fwd = to(&out, addr("127.0.0.1:7100"));
+    let m2 = Message::parse(&fwd[0]).unwrap();
+    let body = sdp("127.0.0.1", 41_000, "");
+    let mut ok = Vec::new();
+    ResponseBuilder::new(&m2, 200, b"OK")
+        .to_tag(b"cal")
+        .header(HeaderName::Contact, b"<sip:alice@127.0.0.1:7100>")
+        .body(b"application/sdp", body.as_bytes())
+        .write(&mut ok);
+    p.on_response(
+        &Message::parse(&ok).unwrap(),
+        addr("127.0.0.1:7100"),
+        Some(&mut m),
+        now,
+    );
+    m.updates.clear();
+    // The caller holds: re-INVITE with a=sendonly, then c=0.0.0.0 (RFC 2543), then resumes.
+    for (i, (ip, dir, hold, remote)) in [
+        (
+            "127.0.0.1",
+            "a=sendonly\r\n",
+            true,
+            Some(addr("127.0.0.1:40000")),
+        ),
+        ("0.0.0.0", "", true, None),
+        (
+            "127.0.0.1",
+            "a=sendrecv\r\n",
+            false,
+            Some(addr("127.0.0.1:40000")),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cseq = 2 + i as u32;
+        let reinv = format!(
+            "INVITE sip:alice@127.0.0.1:7100 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-re{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@demo.example>;tag=caller1\r\nTo: <sip:alice@127.0.0.1>;tag=cal\r\n\
+             Call-ID: hold1\r\nCSeq: {cseq} INVITE\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nContact: <sip:alice@127.0.0.1:6000>\r\nContent-Length: 0\r\n\r\n"
+        );
+        let reinv = with_sdp(&reinv, &sdp(ip, 40_000, dir));
+        let msg = Message::parse(&reinv).unwrap();
+        let out = p.on_request(&msg, caller(), &mut r, Some(&mut m), now, UNIX, b"t");
+        let f = to(&out, addr("127.0.0.1:7100"));
+        assert_eq!(f.len(), 1, "re-INVITE forwarded to the callee");
+        let fm = Message::parse(&f[0]).unwrap();
+        let text = String::from_utf8_lossy(fm.body()).into_owned();
+        assert!(
+            text.contains("c=IN IP4 127.0.0.1") && text.contains("m=audio 20002 "),
+            "{text}"
+        );
+        assert!(fm.routes().next().is_none(), "our Route popped");
+        assert_eq!(m.updates.last(), Some(&('a', hold, remote)), "step {i}");
+    }
 }

@@ -47,6 +47,16 @@ fn leg_json(l: &LegMedia, with_remote: bool) -> Value {
     v
 }
 
+/// An update of one leg from its SDP: where it receives (when named) and whether it is on
+/// hold (every update sets the hold flag, so a call taken off hold resumes).
+fn leg_update(l: &LegMedia) -> Value {
+    let mut v = json!({ "hold": l.hold });
+    if let Some(r) = l.remote {
+        v["remote"] = json!(r.to_string());
+    }
+    v
+}
+
 impl MediaClient {
     /// A client of the API at `path`; the relay's media address is `media_ip`.
     pub fn new(path: PathBuf, media_ip: IpAddr) -> MediaClient {
@@ -127,14 +137,12 @@ impl MediaAnchor for MediaClient {
     }
 
     fn set_callee(&mut self, id: u64, b: &LegMedia) -> Result<(), String> {
-        let Some(r) = b.remote else { return Ok(()) };
-        self.call(&json!({"op": "update", "id": id, "b": {"remote": r.to_string()}}))
+        self.call(&json!({"op": "update", "id": id, "b": leg_update(b)}))
             .map(|_| ())
     }
 
     fn set_caller(&mut self, id: u64, a: &LegMedia) -> Result<(), String> {
-        let Some(r) = a.remote else { return Ok(()) };
-        self.call(&json!({"op": "update", "id": id, "a": {"remote": r.to_string()}}))
+        self.call(&json!({"op": "update", "id": id, "a": leg_update(a)}))
             .map(|_| ())
     }
 
