@@ -170,7 +170,14 @@ fn up(cfg: &config::Config) -> ExitCode {
     // One poll per TCP listener, with the waker other threads use to hand it output.
     let mut tcp_polls = Vec::new();
     let mut lanes = Vec::new();
-    for _ in &tcp_listeners {
+    for l in &tcp_listeners {
+        let local = match l.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("trunkline: TCP listener address: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let made = mio::Poll::new().and_then(|p| {
             let w = mio::Waker::new(p.registry(), tcp::WAKE)?;
             Ok((p, w))
@@ -182,6 +189,7 @@ fn up(cfg: &config::Config) -> ExitCode {
                 lanes.push(responder::Lane {
                     tx,
                     waker: Arc::new(waker),
+                    local,
                 });
             }
             Err(e) => {

@@ -329,6 +329,8 @@ pub struct Lane {
     pub tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     /// Wakes the thread's poll.
     pub waker: Arc<mio::Waker>,
+    /// The listener's address (the Via of requests the proxy sends over its connections).
+    pub local: SocketAddr,
 }
 
 /// Sends what the proxy and registrar produce: over the live TCP connection to the address
@@ -366,6 +368,48 @@ impl Router {
         }
     }
 
+    /// A request of ours leaving over TCP names TCP and the listener in its Via (the proxy
+    /// writes a UDP Via; RFC 3261 §18.1.1: the Via names the transport used).
+    fn tcp_via(&self, bytes: Vec<u8>, lane: usize) -> Vec<u8> {
+        let (Some(l), Some(udp)) = (
+            self.lanes.get(lane),
+            self.udp.as_ref().and_then(|u| u.local_addr().ok()),
+        ) else {
+            return bytes;
+        };
+        if bytes.starts_with(b"SIP/2.0 ") {
+            return bytes;
+        }
+        let Ok(msg) = Message::parse(&bytes) else {
+            return bytes;
+        };
+        let via = msg.top_via();
+        let ours = via.transport.eq_ignore_ascii_case(b"UDP")
+            && via.port == Some(udp.port())
+            && std::str::from_utf8(via.host.text)
+                .ok()
+                .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+                == Some(udp.ip());
+        let Some(branch) = via.branch().filter(|_| ours) else {
+            return bytes;
+        };
+        let new_via = format!(
+            "SIP/2.0/TCP {};branch={}",
+            l.local,
+            String::from_utf8_lossy(branch)
+        );
+        let mut ed = sip::edit::Editor::new(&msg);
+        if ed.pop_via().is_err() {
+            return bytes;
+        }
+        ed.push_via(new_via.as_bytes());
+        let mut out = Vec::with_capacity(bytes.len() + 8);
+        match ed.write(&mut out) {
+            Ok(()) => out,
+            Err(_) => bytes,
+        }
+    }
+
     /// Hands `bytes` to the TCP listener thread owning `route`.
     pub fn send_lane(&self, route: Route, bytes: Vec<u8>, counters: &Counters) {
         let ok = self
@@ -387,6 +431,7 @@ impl Router {
         counters: &Counters,
     ) {
         if let Some(r) = self.route(to) {
+            let bytes = self.tcp_via(bytes, r.lane);
             return self.send_lane(r, bytes, counters);
         }
         match udp.or(self.udp.as_ref()) {

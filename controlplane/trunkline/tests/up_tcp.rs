@@ -872,6 +872,11 @@ fn calls_between_tcp_and_udp_subscribers() {
         String::from_utf8_lossy(&invite)
     );
     let inv = Message::parse(&invite).unwrap();
+    assert_eq!(
+        inv.top_via().transport,
+        b"TCP",
+        "the proxy's Via names the transport it used"
+    );
     let mut out = Vec::new();
     ResponseBuilder::new(&inv, 180, b"Ringing")
         .to_tag(b"bob-1")
