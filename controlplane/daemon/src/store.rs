@@ -83,7 +83,59 @@ CREATE TABLE IF NOT EXISTS location (
     user_agent TEXT NOT NULL,
     PRIMARY KEY (aor, contact)
 );
+CREATE TABLE IF NOT EXISTS runtime_state (
+    key        TEXT PRIMARY KEY,
+    json       TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 ";
+
+/// What the management API changed, kept across restarts: one JSON snapshot per kind
+/// (`tenants`, `routing`), written whole after each change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeState {
+    /// The snapshot.
+    pub json: String,
+    /// When it was written, seconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
+/// Writes the snapshot `key` (synchronously: API changes are rare and must be durable
+/// before the API answers).
+pub fn save_runtime(path: &Path, key: &str, json: &str, now: u64) -> Result<(), String> {
+    let conn = open_conn(path)?;
+    conn.execute(
+        "INSERT INTO runtime_state (key, json, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
+        params![key, json, now as i64],
+    )
+    .map(|_| ())
+    .map_err(|e| format!("store: {e}"))
+}
+
+/// The snapshot `key`, if the API ever wrote one.
+pub fn load_runtime(path: &Path, key: &str) -> Result<Option<RuntimeState>, String> {
+    let conn = open_conn(path)?;
+    let mut st = conn
+        .prepare("SELECT json, updated_at FROM runtime_state WHERE key = ?1")
+        .map_err(|e| format!("store: {e}"))?;
+    let mut rows = st
+        .query_map(params![key], |r| {
+            Ok(RuntimeState {
+                json: r.get(0)?,
+                updated_at: r.get::<_, i64>(1)?.max(0) as u64,
+            })
+        })
+        .map_err(|e| format!("store: {e}"))?;
+    rows.next().transpose().map_err(|e| format!("store: {e}"))
+}
+
+/// Forgets every snapshot: the next start reads the configuration file alone.
+pub fn clear_runtime(path: &Path) -> Result<usize, String> {
+    let conn = open_conn(path)?;
+    conn.execute("DELETE FROM runtime_state", [])
+        .map_err(|e| format!("store: {e}"))
+}
 
 impl Store {
     /// Opens (creating when absent) the database at `path` and starts its writer thread.

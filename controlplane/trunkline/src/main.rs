@@ -216,7 +216,7 @@ fn up(cfg: &config::Config) -> ExitCode {
     } else {
         None
     };
-    let routing = match cfg.routing() {
+    let mut routing = match cfg.routing() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("trunkline: routing: {e}");
@@ -226,6 +226,33 @@ fn up(cfg: &config::Config) -> ExitCode {
     if let Err(e) = routing.validate() {
         eprintln!("trunkline: routing: {e}");
         return ExitCode::FAILURE;
+    }
+    // A routing table saved through the management API replaces the file's.
+    let mut routing_saved_at = None;
+    match controlplane::store::load_runtime(registry.store.path(), "routing") {
+        Ok(Some(st)) => {
+            let parsed: Result<rest::RoutingJson, String> =
+                serde_json::from_str(&st.json).map_err(|e| e.to_string());
+            let built = parsed.and_then(|t| match registry.registrar.lock() {
+                Ok(reg) => t.to_config(&routing, &reg),
+                Err(_) => Err("registrar unavailable".into()),
+            });
+            match built {
+                Ok(r) => {
+                    routing = r;
+                    routing_saved_at = Some(st.updated_at);
+                }
+                Err(e) => eprintln!(
+                    "trunkline: warning: the routing table saved through the API no longer \
+                     holds ({e}); using the configuration file's"
+                ),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("trunkline: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let router = controlplane::routing::Router::new(routing.clone()).shared();
     // The API socket: as configured, else api.sock in the runtime directory — or, when a
@@ -258,6 +285,7 @@ fn up(cfg: &config::Config) -> ExitCode {
                 registrar: Arc::clone(&registry.registrar),
                 router: Arc::clone(&router),
                 started: std::time::Instant::now(),
+                store: registry.store.path().to_path_buf(),
             },
             path,
             api_tcp.clone(),
@@ -346,7 +374,38 @@ fn up(cfg: &config::Config) -> ExitCode {
         registry.store.path().display(),
         registry.restored
     );
-    for t in &cfg.tenants {
+    if let Some(at) = registry.tenants_saved_at {
+        println!(
+            "tenants and subscribers as changed through the management API (saved at {at}, Unix \
+             time); the file's [[tenant]] sections are not used (DELETE /v1/overrides returns to them)"
+        );
+        if let Ok(reg) = registry.registrar.lock() {
+            for t in reg.tenants() {
+                let mut users: Vec<&String> = t.subscribers.keys().collect();
+                users.sort();
+                println!(
+                    "tenant {}: subscribers {}",
+                    t.domain,
+                    users
+                        .iter()
+                        .map(|u| u.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
+    if let Some(at) = routing_saved_at {
+        println!(
+            "routing table as changed through the management API (saved at {at}, Unix time); \
+             the file's gateways, dispatchers, routes and DIDs are not used"
+        );
+    }
+    for t in cfg
+        .tenants
+        .iter()
+        .filter(|_| registry.tenants_saved_at.is_none())
+    {
         let users: Vec<String> = t
             .subscribers
             .iter()

@@ -21,6 +21,8 @@ pub struct Registry {
     pub store: Store,
     /// Bindings restored from the store at start.
     pub restored: usize,
+    /// When the tenants came from the store (saved by the API), its save time.
+    pub tenants_saved_at: Option<u64>,
 }
 
 /// Seconds since the Unix epoch.
@@ -67,19 +69,43 @@ impl Registry {
     pub fn start(cfg: &Config) -> Result<Registry, String> {
         let path = store_path(cfg)?;
         let store = Store::open(&path)?;
-        let tenants = cfg
-            .tenants
-            .iter()
-            .map(|t| Tenant {
-                domain: t.domain.to_ascii_lowercase(),
-                aliases: t.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
-                subscribers: t
-                    .subscribers
-                    .iter()
-                    .map(|s| (s.user.clone(), s.password.clone()))
-                    .collect::<HashMap<_, _>>(),
-            })
-            .collect();
+        let saved = controlplane::store::load_runtime(&path, "tenants")?;
+        let from_store: Option<(Vec<crate::rest::TenantJson>, u64)> = match saved {
+            Some(st) => match serde_json::from_str(&st.json) {
+                Ok(v) => Some((v, st.updated_at)),
+                Err(e) => {
+                    eprintln!(
+                        "trunkline: warning: the tenants saved through the API in {} do not parse ({e}); using the configuration file's",
+                        path.display()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let tenants_saved_at = from_store.as_ref().map(|(_, at)| *at);
+        let tenants = if let Some((list, _)) = from_store {
+            list.into_iter()
+                .map(|t| Tenant {
+                    domain: t.domain.to_ascii_lowercase(),
+                    aliases: t.aliases,
+                    subscribers: t.subscribers.into_iter().collect::<HashMap<_, _>>(),
+                })
+                .collect()
+        } else {
+            cfg.tenants
+                .iter()
+                .map(|t| Tenant {
+                    domain: t.domain.to_ascii_lowercase(),
+                    aliases: t.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+                    subscribers: t
+                        .subscribers
+                        .iter()
+                        .map(|s| (s.user.clone(), s.password.clone()))
+                        .collect::<HashMap<_, _>>(),
+                })
+                .collect()
+        };
         let r = &cfg.registrar;
         let rc = RegistrarConfig {
             min_expires: r.min_expires,
@@ -100,6 +126,7 @@ impl Registry {
             registrar: Arc::new(Mutex::new(registrar)),
             store,
             restored,
+            tenants_saved_at,
         })
     }
 

@@ -6,8 +6,10 @@
 //! `[api] listen` is set, on TCP where every request must carry `Authorization: Bearer
 //! TOKEN`. Changes apply at once to new calls and registrations; the routing table is
 //! replaced whole (`PUT /v1/routing`), validated first, so it is never half-changed.
-//! Changes made here last until the next start, which reads the configuration file again
-//! (persisting them in the store is not built yet).
+//! Every change is saved in the store before the API answers (a snapshot of the tenants or
+//! of the routing table); at the next start the saved snapshots replace the file's
+//! `[[tenant]]` and routing sections (`up` says so), until `DELETE /v1/overrides` forgets
+//! them.
 //!
 //! | Method and path                                  | Does                                    |
 //! |--------------------------------------------------|-----------------------------------------|
@@ -22,6 +24,7 @@
 //! | `GET /v1/gateways`                               | gateways with health                    |
 //! | `GET /v1/routing`                                | gateways, dispatchers, routes, DIDs     |
 //! | `PUT /v1/routing`                                | replace them (same shape as GET)        |
+//! | `DELETE /v1/overrides`                           | forget saved changes (next start: the file) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,21 @@ pub struct ApiState {
     pub router: SharedRouter,
     /// When `up` started.
     pub started: Instant,
+    /// The store, where changes are saved.
+    pub store: PathBuf,
+}
+
+/// A tenant as saved in the store (with passwords, like the configuration file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantJson {
+    /// Domain.
+    pub domain: String,
+    /// Aliases.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// User → password.
+    #[serde(default)]
+    pub subscribers: std::collections::BTreeMap<String, String>,
 }
 
 /// A gateway as the API shows and takes it.
@@ -353,8 +371,52 @@ impl ApiState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Answers one request.
+    /// Answers one request; a change is saved in the store before the answer.
     pub fn handle(&self, method: &str, url: &str, body: &[u8]) -> Reply {
+        let (code, v) = self.route(method, url, body);
+        if !(200..300).contains(&code) || method == "GET" {
+            return (code, v);
+        }
+        let path = url.split('?').next().unwrap_or("");
+        let saved = if path.starts_with("/v1/tenants") {
+            self.save_tenants()
+        } else if path.starts_with("/v1/routing") {
+            self.save_routing()
+        } else {
+            Ok(())
+        };
+        match saved {
+            Ok(()) => (code, v),
+            Err(e) => error(500, format!("applied, but not saved in the store: {e}")),
+        }
+    }
+
+    fn save_tenants(&self) -> Result<(), String> {
+        let list: Vec<TenantJson> = self
+            .registrar()
+            .tenants()
+            .iter()
+            .map(|t| TenantJson {
+                domain: t.domain.clone(),
+                aliases: t.aliases.clone(),
+                subscribers: t
+                    .subscribers
+                    .iter()
+                    .map(|(u, p)| (u.clone(), p.clone()))
+                    .collect(),
+            })
+            .collect();
+        let json = serde_json::to_string(&list).map_err(|e| e.to_string())?;
+        controlplane::store::save_runtime(&self.store, "tenants", &json, unix_now())
+    }
+
+    fn save_routing(&self) -> Result<(), String> {
+        let t = RoutingJson::from_config(r::lock(&self.router).config());
+        let json = serde_json::to_string(&t).map_err(|e| e.to_string())?;
+        controlplane::store::save_runtime(&self.store, "routing", &json, unix_now())
+    }
+
+    fn route(&self, method: &str, url: &str, body: &[u8]) -> Reply {
         let path = url.split('?').next().unwrap_or("");
         let segs: Vec<String> = path
             .trim_matches('/')
@@ -490,6 +552,15 @@ impl ApiState {
                 }
                 Err(e) => e,
             },
+            ("DELETE", ["v1", "overrides"]) => {
+                match controlplane::store::clear_runtime(&self.store) {
+                    Ok(n) => (
+                        200,
+                        json!({ "cleared": n, "note": "running state unchanged; the next start reads the configuration file alone" }),
+                    ),
+                    Err(e) => error(500, e),
+                }
+            }
             (_, ["v1", ..]) => error(404, format!("no such endpoint: {method} {path}")),
             _ => error(404, "the API lives under /v1/ (see GET /v1/status)"),
         }

@@ -670,6 +670,41 @@ fn rest_api_changes_subscribers_registrations_and_routing_at_runtime() {
     let s = app.stop();
     assert!(!sock.exists(), "the socket is removed at stop");
     assert_eq!(count(&s, "branches"), 1, "{s}");
+
+    // The changes were saved: a restart keeps carol and the routing table...
+    let app = Appliance::start("rest", None, &extra);
+    let (_, t) = http(&api, "GET", "/v1/tenants", None, None);
+    assert_eq!(
+        t[0]["subscribers"],
+        serde_json::json!(["alice", "bob", "carol"]),
+        "{t}"
+    );
+    let (_, table) = http(&api, "GET", "/v1/routing", None, None);
+    assert_eq!(table["routes"][0]["prefix"], "5", "{table}");
+    assert_eq!(
+        register(
+            app.port,
+            "carol",
+            "carol-pw-3",
+            "rest-reg2",
+            "sip:carol@127.0.0.1:5099"
+        ),
+        200
+    );
+    // ...until the saved changes are forgotten: the next start reads the file alone.
+    let (code, c) = http(&api, "DELETE", "/v1/overrides", None, None);
+    assert_eq!((code, c["cleared"].as_u64()), (200, Some(2)), "{c}");
+    app.stop();
+    let app = Appliance::start("rest", None, &extra);
+    let (_, t) = http(&api, "GET", "/v1/tenants", None, None);
+    assert_eq!(
+        t[0]["subscribers"],
+        serde_json::json!(["alice", "bob"]),
+        "{t}"
+    );
+    let (_, table) = http(&api, "GET", "/v1/routing", None, None);
+    assert_eq!(table["routes"], serde_json::json!([]), "{table}");
+    app.stop();
 }
 
 #[test]
