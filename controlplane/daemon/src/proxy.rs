@@ -142,6 +142,12 @@ pub struct ProxyStats {
     pub gateways_up: u64,
     /// Answered calls ended here because their media stopped (BYE sent both ways).
     pub media_timeouts: u64,
+    /// Out-of-dialog MESSAGEs forwarded to a subscriber (RFC 3428 pager mode).
+    pub messages: u64,
+    /// SUBSCRIBE/PUBLISH answered 489 (no event package is served here).
+    pub bad_events: u64,
+    /// INVITEs refused with 503 because `max_calls` calls were up.
+    pub overload_refused: u64,
 }
 
 impl std::ops::AddAssign for ProxyStats {
@@ -165,6 +171,9 @@ impl std::ops::AddAssign for ProxyStats {
         self.gateways_down += o.gateways_down;
         self.gateways_up += o.gateways_up;
         self.media_timeouts += o.media_timeouts;
+        self.messages += o.messages;
+        self.bad_events += o.bad_events;
+        self.overload_refused += o.overload_refused;
     }
 }
 
@@ -175,7 +184,8 @@ impl ProxyStats {
             "calls={} calls_answered={} calls_refused={} calls_failed={} calls_ended={} \
              in_dialog={} stray={} acks_absorbed={} media_errors={} branches={} failovers={} \
              branch_timeouts={} cancels_sent={} invite_retransmissions={} call_challenges={} \
-             probes_sent={} gateways_down={} gateways_up={} media_timeouts={}",
+             probes_sent={} gateways_down={} gateways_up={} media_timeouts={} messages={} \
+             bad_events={} overload_refused={}",
             self.calls,
             self.answered,
             self.refused,
@@ -194,7 +204,10 @@ impl ProxyStats {
             self.probes_sent,
             self.gateways_down,
             self.gateways_up,
-            self.media_timeouts
+            self.media_timeouts,
+            self.messages,
+            self.bad_events,
+            self.overload_refused
         )
     }
 }
@@ -363,6 +376,8 @@ pub struct Proxy {
     seq: u64,
     stats: ProxyStats,
     health_log: Vec<HealthChange>,
+    /// Most calls up at once (0: no limit); beyond it INVITEs get 503 + Retry-After.
+    max_calls: usize,
 }
 
 /// How long an unanswered call or a pending in-dialog transaction is kept.
@@ -485,7 +500,13 @@ impl Proxy {
             seq: 0,
             stats: ProxyStats::default(),
             health_log: Vec::new(),
+            max_calls: 0,
         }
+    }
+
+    /// Refuses new calls (503, Retry-After) while `max` calls are up; 0: no limit.
+    pub fn set_max_calls(&mut self, max: usize) {
+        self.max_calls = max;
     }
 
     /// Counters.
@@ -591,6 +612,21 @@ impl Proxy {
         if method == Method::Cancel {
             self.cancel(msg, source, media, now, tag, &call_id, &mut out);
             return out;
+        }
+        if msg.to_tag().is_none() && !self.calls.contains_key(&call_id) {
+            match method {
+                Method::Subscribe | Method::Publish => {
+                    // No event package (presence, MWI, dialog) is served here.
+                    self.stats.bad_events += 1;
+                    Self::respond(msg, 489, b"Bad Event", tag, &mut out, source);
+                    return out;
+                }
+                Method::Message => {
+                    self.message(msg, source, registrar, now, unix_now, tag, &mut out);
+                    return out;
+                }
+                _ => {}
+            }
         }
         let Some(call) = self.calls.get_mut(&call_id) else {
             if method == Method::Ack {
@@ -765,6 +801,79 @@ impl Proxy {
         self.finish_if_done(call_id, media, out);
     }
 
+    /// An out-of-dialog MESSAGE (RFC 3428): to the subscriber's (or DID owner's) contact
+    /// with the highest q, statelessly but for the response's way back.
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        registrar: &mut Registrar,
+        now: Instant,
+        unix_now: u64,
+        tag: &[u8],
+        out: &mut Out,
+    ) {
+        let from_gateway = self.router().gateway_at(source).is_some();
+        if self.auth == AuthPolicy::All
+            && !from_gateway
+            && self
+                .authenticate(msg, source, registrar, unix_now, tag, out)
+                .is_none()
+        {
+            return;
+        }
+        let Some(ruri) = msg.request_uri() else {
+            return;
+        };
+        let user = ruri
+            .user
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        let host = ruri.host.map(|h| h.text).unwrap_or_default();
+        let did = self
+            .router()
+            .did(&user)
+            .map(|d| (d.tenant.clone(), d.user.clone()));
+        let target = did.or_else(|| {
+            registrar
+                .tenant_domain(host)
+                .map(str::to_string)
+                .filter(|d| registrar.is_subscriber(d, &user))
+                .map(|d| (d, user.clone()))
+        });
+        let Some((tenant, u)) = target else {
+            Self::respond(msg, 404, b"Not Found", tag, out, source);
+            return;
+        };
+        let Some(b) = registrar
+            .lookup(&format!("{u}@{tenant}"), unix_now)
+            .into_iter()
+            .next()
+        else {
+            Self::respond(msg, 480, b"Temporarily Unavailable", tag, out, source);
+            return;
+        };
+        if msg.max_forwards() == Some(0) {
+            Self::respond(msg, 483, b"Too Many Hops", tag, out, source);
+            return;
+        }
+        let branch = self.new_branch();
+        let via = self.via(&branch);
+        let mut ed = Editor::new(msg);
+        let _ = ed.decrement_max_forwards();
+        ed.push_via(via.as_bytes());
+        let mut fwd = Vec::new();
+        if ed.set_request_uri(b.contact.as_bytes()).is_err() || ed.write(&mut fwd).is_err() {
+            Self::respond(msg, 500, b"Cannot Forward", tag, out, source);
+            return;
+        }
+        self.pending
+            .insert(branch.into_bytes(), Pending::InDialog(source, now));
+        self.stats.messages += 1;
+        out.push((contact_destination(&b.contact, b.received), fwd));
+    }
+
     /// The caller's tenant when its credentials hold; otherwise the 407 or 403 is in `out`.
     fn authenticate(
         &mut self,
@@ -927,6 +1036,18 @@ impl Proxy {
             Self::respond(msg, 483, b"Too Many Hops", tag, out, source);
             return;
         }
+        if self.max_calls > 0 && self.active_calls() >= self.max_calls {
+            // Overloaded: tell the caller when to come back rather than falling over.
+            self.stats.overload_refused += 1;
+            self.stats.refused += 1;
+            let mut b = Vec::new();
+            ResponseBuilder::new(msg, 503, b"Too Many Calls")
+                .to_tag(tag)
+                .header(HeaderName::RetryAfter, b"5")
+                .write(&mut b);
+            out.push((source, b));
+            return;
+        }
         let Some((attempts, parallel, tenant, consumed_auth)) =
             self.route_invite(msg, source, registrar, unix_now, tag, out)
         else {
@@ -948,7 +1069,12 @@ impl Proxy {
                 Err(_) => {
                     self.stats.media_errors += 1;
                     self.stats.refused += 1;
-                    Self::respond(msg, 503, b"Media Unavailable", tag, out, source);
+                    let mut b = Vec::new();
+                    ResponseBuilder::new(msg, 503, b"Media Unavailable")
+                        .to_tag(tag)
+                        .header(HeaderName::RetryAfter, b"10")
+                        .write(&mut b);
+                    out.push((source, b));
                     return;
                 }
             };

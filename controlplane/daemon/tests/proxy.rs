@@ -632,3 +632,39 @@ fn re_invite_puts_the_callee_on_hold_and_takes_it_off_through_the_relay() {
         assert_eq!(m.updates.last(), Some(&('a', hold, remote)), "step {i}");
     }
 }
+
+#[test]
+fn message_reaches_the_subscriber_subscribe_gets_489_and_overload_gets_503() {
+    let mut h = Harness::new(AuthPolicy::Outbound);
+    let msg = "MESSAGE sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-m1\r\n\
+               Max-Forwards: 70\r\nFrom: <sip:bob@demo.example>;tag=m1\r\nTo: <sip:alice@127.0.0.1>\r\n\
+               Call-ID: msg1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+    let out = h.request(msg.as_bytes(), caller());
+    let f = to(&out, addr("127.0.0.1:7100"));
+    assert_eq!(method(&f[0]), "MESSAGE");
+    assert_eq!(Message::parse(&f[0]).unwrap().body(), b"hello");
+    let out = h.response(&answer(&f[0], 200, "a"), addr("127.0.0.1:7100"));
+    assert_eq!(status(&to(&out, caller())[0]), Some(200));
+    let sub = msg
+        .replace("MESSAGE", "SUBSCRIBE")
+        .replace(
+            "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+            "Event: presence\r\nContent-Length: 0\r\n\r\n",
+        )
+        .replace("msg1", "sub1");
+    let out = h.request(sub.as_bytes(), caller());
+    assert_eq!(status(&to(&out, caller())[0]), Some(489));
+
+    h.p.set_max_calls(1);
+    let out = h.request(&invite("bob", "ov1", ""), caller());
+    assert_eq!(status(&to(&out, caller())[0]), Some(100));
+    let out = h.request(&invite("bob", "ov2", ""), caller());
+    let r = &to(&out, caller())[0];
+    assert_eq!(status(r), Some(503));
+    assert!(Message::parse(r)
+        .unwrap()
+        .header(HeaderName::RetryAfter)
+        .is_some());
+    let s = h.p.stats();
+    assert_eq!((s.messages, s.bad_events, s.overload_refused), (1, 1, 1));
+}

@@ -110,6 +110,8 @@ pub struct ProxySection {
     /// Seconds without media on a leg of an answered call before the call is ended with a
     /// BYE to both parties (0: never).
     pub media_timeout_s: u32,
+    /// Most calls up at once; beyond it new INVITEs get 503 with Retry-After (0: no limit).
+    pub max_calls: usize,
 }
 
 impl Default for ProxySection {
@@ -122,6 +124,7 @@ impl Default for ProxySection {
             probe_interval_ms: 10_000,
             probe_threshold: 2,
             media_timeout_s: 60,
+            max_calls: 0,
         }
     }
 }

@@ -318,8 +318,11 @@ fn up(cfg: &config::Config) -> ExitCode {
     } else {
         cfg.media.address
     };
+    let mut proxy =
+        controlplane::proxy::Proxy::with_routing(me, Arc::clone(&router), cfg.auth_policy());
+    proxy.set_max_calls(cfg.proxy.max_calls);
     let calls = Arc::new(std::sync::Mutex::new(responder::Calls {
-        proxy: controlplane::proxy::Proxy::with_routing(me, Arc::clone(&router), cfg.auth_policy()),
+        proxy,
         media: media.as_ref().map(|m| {
             media_client::MediaClient::new(m.api.clone(), media_ip).with_timeout(
                 std::time::Duration::from_secs(u64::from(cfg.proxy.media_timeout_s)),
