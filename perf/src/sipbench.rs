@@ -618,7 +618,7 @@ pub struct SipStep {
     /// sipp could not drive the offered rate (achieved < 95 % of offered, or a load CPU
     /// busy above the saturation share).
     pub sipp_limited: bool,
-    /// The step ran into its time bound and sipp was killed.
+    /// sipp was killed: the step ran into its time bound, or the run was interrupted.
     pub killed: bool,
     /// Datagrams dropped at full receive buffers during the step: the proxy's socket, the
     /// caller's, the callee's.
@@ -719,7 +719,7 @@ impl std::fmt::Display for SipStep {
             self.drops[2],
         )?;
         if self.killed {
-            write!(f, "  KILLED (time bound)")?;
+            write!(f, "  KILLED (time bound or interrupted)")?;
         }
         if self.sipp_limited {
             write!(
