@@ -28,7 +28,7 @@ set -euo pipefail
 
 # ---------------------------------------------------------------------------------------
 # System packages (Debian names). Add new ones HERE, nowhere else.
-# Later issues add: clang libbpf-dev (XDP program), kamailio (SIP anchor).
+# Later issues add: clang libbpf-dev (XDP program).
 SYSTEM_PACKAGES=(
     sip-tester       # sipp: drives SIP scenarios
     iproute2         # ip netns / veth topologies
@@ -36,6 +36,7 @@ SYSTEM_PACKAGES=(
     rtpengine-daemon # the RTP anchor: trunkbench relay runs it side by side
     baresip-core     # a real softphone registering through trunkline up
     util-linux       # taskset (pins the anchor), nsenter (runs inside a test namespace)
+    kamailio         # the SIP anchor: trunkbench sip runs it side by side (tm, rr, auth, registrar)
 )
 # ---------------------------------------------------------------------------------------
 

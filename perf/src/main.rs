@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use trunkbench::bench::{self, Limit, Outcome, StepConfig};
+use trunkbench::sipbench::{self, Callee, Mode, ProxyTarget, SipConfig, SipLimit, SipOutcome};
 use trunkbench::targets::{Backend, Relay, Rtpengine, Trunkline};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,81 @@ enum Cmd {
     /// limit is crossed; prints streams/core, packets/s/core, latency and the ratio to
     /// rtpengine.
     Relay(RelayArgs),
+    /// SIP calls (INVITE/180/200/ACK/BYE) and digest-authenticated REGISTERs driven by sipp
+    /// at rising rates through Trunkline and Kamailio (stateful, record-routing) on the same
+    /// CPU; prints the highest rate each sustains under the failure limit, latency, proxy CPU
+    /// per call and the ratio.
+    Sip(SipArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SipArgs {
+    /// Proxies to measure, in order: trunkline, kamailio.
+    #[arg(long, value_delimiter = ',', default_value = "trunkline,kamailio")]
+    targets: Vec<String>,
+    /// calls, register or both.
+    #[arg(long, default_value = "both")]
+    mode: String,
+    /// Explicit rates (per second) to step through, for every mode (instead of the ladder).
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Ladder: first rate (calls or registrations per second).
+    #[arg(long, default_value_t = 200.0)]
+    start: f64,
+    /// Ladder: growth per step.
+    #[arg(long, default_value_t = 1.5)]
+    factor: f64,
+    /// Ladder: highest rate.
+    #[arg(long, default_value_t = 30_000.0)]
+    max_rate: f64,
+    /// Seconds of offered load per step (the step sends rate × seconds calls).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// How long each call stays up between ACK and BYE, ms.
+    #[arg(long, default_value_t = 500)]
+    hold_ms: u64,
+    /// Failure limit of a passing step, percent of the calls started.
+    #[arg(long, default_value_t = 0.1)]
+    fail_limit: f64,
+    /// Registering subscribers (user0000…, password "<user>-secret").
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Upper bound of the whole run, seconds (steps that would not fit are not started).
+    #[arg(long, default_value_t = 1800.0)]
+    max_duration: f64,
+    /// CPU the proxy runs on (Trunkline's whole process; Kamailio and its timer processes).
+    #[arg(long, default_value_t = 1)]
+    proxy_cpu: usize,
+    /// CPUs for sipp: the caller on the first, the callee on the second (or the first too).
+    /// Default: every CPU but the proxy's.
+    #[arg(long, value_delimiter = ',')]
+    load_cpus: Vec<usize>,
+    /// sipp CPU share of one load core above which sipp counts as saturated.
+    #[arg(long, default_value_t = 0.9)]
+    sipp_saturated: f64,
+    /// Loopback address for proxies and sipp.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Ports: proxy base+60 (Trunkline) / +61 (Kamailio), sipp base+100…103 (below 32768).
+    #[arg(long, default_value_t = 26_000)]
+    port_base: u16,
+    /// The trunkline binary (default: next to trunkbench).
+    #[arg(long)]
+    trunkline: Option<PathBuf>,
+    /// The kamailio binary (default: /usr/sbin/kamailio).
+    #[arg(long)]
+    kamailio: Option<PathBuf>,
+    /// Kamailio's memory allocator, shared and private (-x/-X): fm (fast), tlsf, qm, or
+    /// "default" for the build's default (Debian's qm with memory debugging costs Kamailio
+    /// ≈ 2.4× the CPU per call of fm: fm gives the anchor its best showing).
+    #[arg(long, default_value = "fm")]
+    kamailio_allocator: String,
+    /// Directory for configs, logs and sipp traces (default: a new one under /tmp).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Print one JSON object per step and per summary line, instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +167,7 @@ fn main() {
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Relay(a) => relay(a),
+        Cmd::Sip(a) => sip(a),
     };
     if let Err(e) = r {
         eprintln!("trunkbench: {e}");
@@ -305,6 +382,295 @@ fn summary(outcomes: &[(String, Outcome)], json_mode: bool) {
              fully busy core at the measured CPU per packet (relay process CPU ÷ packets \
              relayed). vs rtpengine: ratio of measured streams, and rtpengine's CPU per packet \
              over this relay's at the same load (rtpengine's best step)."
+        );
+    }
+}
+
+fn sip(a: SipArgs) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs_f64(a.max_duration.max(1.0));
+    if !a.ip.is_loopback() {
+        return Err(format!(
+            "--ip {}: the SIP benchmark runs on loopback only",
+            a.ip
+        ));
+    }
+    if a.port_base == 0 || u32::from(a.port_base) + 103 >= 32_768 {
+        return Err("--port-base: the ports base..base+103 must lie below 32768".into());
+    }
+    let modes = match a.mode.as_str() {
+        "calls" => vec![Mode::Calls],
+        "register" => vec![Mode::Register],
+        "both" => vec![Mode::Calls, Mode::Register],
+        m => return Err(format!("--mode {m:?}: calls, register or both")),
+    };
+    for t in &a.targets {
+        if t != "trunkline" && t != "kamailio" {
+            return Err(format!("unknown target {t:?} (trunkline, kamailio)"));
+        }
+    }
+    raise_nofile(65_536);
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+        .map_err(|e| format!("SIGINT handler: {e}"))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let n = cpus_online();
+    if a.proxy_cpu >= n {
+        return Err(format!(
+            "--proxy-cpu {}: this machine has CPUs 0..{}",
+            a.proxy_cpu,
+            n - 1
+        ));
+    }
+    let load_cpus = if a.load_cpus.is_empty() {
+        (0..n).filter(|&c| c != a.proxy_cpu).collect::<Vec<_>>()
+    } else {
+        a.load_cpus.clone()
+    };
+    let rates = if a.rates.is_empty() {
+        sipbench::rate_ladder(a.start, a.factor, a.max_rate)
+    } else {
+        let mut r: Vec<f64> = a.rates.iter().copied().filter(|r| *r > 0.0).collect();
+        r.sort_by(f64::total_cmp);
+        r
+    };
+    let run_dir = match &a.run_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("trunkbench-sip-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let cfg = SipConfig {
+        ip: a.ip,
+        port_base: a.port_base,
+        proxy_cpu: a.proxy_cpu,
+        load_cpus: load_cpus.clone(),
+        seconds: a.seconds,
+        hold_ms: a.hold_ms,
+        users: a.users.max(1),
+        fail_limit_pct: a.fail_limit,
+        run_dir: run_dir.clone(),
+        sipp_saturated: a.sipp_saturated,
+        kamailio_allocator: (a.kamailio_allocator != "default")
+            .then(|| a.kamailio_allocator.clone()),
+    };
+    sipbench::write_scenarios(&cfg).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let trunkline_bin = match &a.trunkline {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("trunkline")))
+            .ok_or("cannot tell where trunkbench lives; pass --trunkline")?,
+    };
+    if !a.json {
+        println!(
+            "trunkbench sip: {} CPU(s); proxy on CPU {}, sipp on CPUs {:?} (caller on {}, \
+             callee on {}); rates {:?}/s, {} s per step, calls held {} ms, {} subscribers, \
+             failure limit {}%, kamailio allocator {}; logs in {}",
+            n,
+            a.proxy_cpu,
+            load_cpus,
+            load_cpus.first().map_or("any".into(), ToString::to_string),
+            load_cpus
+                .get(1)
+                .or(load_cpus.first())
+                .map_or("any".into(), ToString::to_string),
+            rates,
+            a.seconds,
+            a.hold_ms,
+            cfg.users,
+            a.fail_limit,
+            a.kamailio_allocator,
+            run_dir.display()
+        );
+    }
+    let mut outcomes: Vec<SipOutcome> = Vec::new();
+    for t in &a.targets {
+        for &m in &modes {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // A fresh proxy per ladder: the transactions and retransmissions left by the
+            // last, overloaded step of one ladder must not load the next one.
+            let proxy = match t.as_str() {
+                "trunkline" => ProxyTarget::trunkline(&trunkline_bin, &cfg),
+                _ => {
+                    let bin = a
+                        .kamailio
+                        .clone()
+                        .or_else(sipbench::kamailio_bin)
+                        .ok_or("kamailio not installed (apt-get install kamailio)")?;
+                    let modules =
+                        sipbench::kamailio_modules().ok_or("kamailio modules (tm.so) not found")?;
+                    ProxyTarget::kamailio(&bin, &modules, &cfg)
+                }
+            }
+            .map_err(|e| format!("{t}: {e}"))?;
+            let callee = if m == Mode::Calls {
+                Some(Callee::start(&cfg, &proxy).map_err(|e| format!("{t}: {e}"))?)
+            } else {
+                None
+            };
+            let json_mode = a.json;
+            let stop_now = || stop.load(Ordering::Relaxed);
+            let out = sipbench::ladder(
+                &cfg,
+                &proxy,
+                callee.as_ref(),
+                m,
+                &rates,
+                deadline,
+                &stop_now,
+                &mut |s| {
+                    if json_mode {
+                        println!("{}", s.json());
+                    } else {
+                        println!("  {s}");
+                    }
+                },
+            )
+            .map_err(|e| format!("{t}: {e}"))?;
+            outcomes.push(out);
+            // Every process killed by pid: the callee, then the proxy.
+            drop(callee);
+            drop(proxy);
+        }
+    }
+    sip_summary(&outcomes, a.json);
+    if !a.json {
+        println!("total {:.0} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn sip_summary(outcomes: &[SipOutcome], json_mode: bool) {
+    for mode in [Mode::Calls, Mode::Register] {
+        let rows: Vec<&SipOutcome> = outcomes.iter().filter(|o| o.mode == mode).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let anchor = rows
+            .iter()
+            .find(|o| o.target == "kamailio")
+            .and_then(|o| o.best().cloned());
+        let [la, lb] = mode.latency_names();
+        if !json_mode {
+            println!();
+            println!("{} — one proxy core:", mode.name());
+            println!(
+                "{:<9} {:>10} {:>24} {:>24} {:>11} {:>12}  vs kamailio",
+                "target",
+                "rate/s",
+                format!("{la} p50/p99/p99.9 ms"),
+                format!("{lb} ms"),
+                "µs CPU/call",
+                "proj. /s/core",
+            );
+        }
+        for o in &rows {
+            let Some(b) = o.best() else {
+                if json_mode {
+                    println!(
+                        "{}",
+                        json!({"bench": "sip", "mode": mode.name(), "target": o.target,
+                               "best_rate": null, "limit": o.limit.words(), "stopped_by": o.note})
+                    );
+                } else {
+                    println!(
+                        "{:<9} no step passed ({}: {})",
+                        o.target,
+                        o.limit.words(),
+                        o.note
+                    );
+                }
+                continue;
+            };
+            let bound = if matches!(o.limit, SipLimit::Sipp | SipLimit::MaxRate) {
+                "≥"
+            } else {
+                ""
+            };
+            // Rate ratio, CPU-projected ratio, and CPU per call at equal rate (the anchor's
+            // best rate, if this target ran it).
+            let ratio = anchor.as_ref().map(|k| {
+                let equal = o
+                    .steps
+                    .iter()
+                    .find(|s| (s.rate - k.rate).abs() < 0.5 && s.completed > 0)
+                    .filter(|s| s.cpu_us_per_call > 0.0 && k.cpu_us_per_call > 0.0)
+                    .map(|s| k.cpu_us_per_call / s.cpu_us_per_call);
+                // CPU figures below the clock tick (10 ms per step) give no ratio.
+                let projected = (b.cpu_us_per_call > 0.0 && k.cpu_us_per_call > 0.0)
+                    .then(|| b.projected_per_core() / k.projected_per_core());
+                (b.rate / k.rate, projected, equal, k.rate)
+            });
+            let l = |v: &[u64; 4]| {
+                format!(
+                    "{:.2}/{:.2}/{:.2}",
+                    v[0] as f64 / 1e3,
+                    v[1] as f64 / 1e3,
+                    v[2] as f64 / 1e3
+                )
+            };
+            if json_mode {
+                println!(
+                    "{}",
+                    json!({
+                        "bench": "sip",
+                        "mode": mode.name(),
+                        "target": o.target,
+                        "best_rate": b.rate,
+                        "lower_bound": !bound.is_empty(),
+                        "limit": o.limit.words(),
+                        "stopped_by": o.note,
+                        "achieved_rate": b.achieved,
+                        "latency_us": {
+                            la: {"p50": b.lat_a_us[0], "p99": b.lat_a_us[1], "p999": b.lat_a_us[2]},
+                            lb: {"p50": b.lat_b_us[0], "p99": b.lat_b_us[1], "p999": b.lat_b_us[2]},
+                        },
+                        "proxy_cpu": b.proxy_cpu,
+                        "cpu_us_per_call": b.cpu_us_per_call,
+                        "projected_per_core": b.projected_per_core().round(),
+                        "ratio_rate": ratio.map(|r| r.0),
+                        "ratio_projected_per_core": ratio.map(|r| r.1),
+                        "ratio_cpu_per_call_equal_rate": ratio.and_then(|r| r.2),
+                    })
+                );
+            } else {
+                println!(
+                    "{:<9} {:>10} {:>24} {:>24} {:>11.1} {:>12.0}  {}",
+                    o.target,
+                    format!("{bound}{:.0}", b.rate),
+                    l(&b.lat_a_us),
+                    l(&b.lat_b_us),
+                    b.cpu_us_per_call,
+                    b.projected_per_core(),
+                    ratio.map_or("-".into(), |r| format!(
+                        "ratio {:.2}× rate, {} projected/core{}",
+                        r.0,
+                        r.1.map_or("-".into(), |p| format!("{p:.2}×")),
+                        r.2.map_or(String::new(), |e| format!(
+                            ", {e:.2}× less CPU/call at {:.0}/s",
+                            r.3
+                        )),
+                    )),
+                );
+                println!(
+                    "          ladder ended: {}{}{}",
+                    o.limit.words(),
+                    if o.note.is_empty() { "" } else { " — " },
+                    o.note
+                );
+            }
+        }
+    }
+    if !json_mode {
+        println!(
+            "\nrate/s: highest offered rate with every call started on time and < the failure \
+             limit failed (≥: the ladder ended on sipp or on the highest rate asked, not on the \
+             proxy — a lower bound). µs CPU/call: proxy CPU (user + system, all threads and \
+             processes) ÷ completed calls at that step. proj. /s/core: one fully busy core at that \
+             cost. Ratios are this target over kamailio."
         );
     }
 }
