@@ -347,6 +347,15 @@ pub struct SipConfig {
     /// whole message): beyond it the connection gets 400 and is closed.
     #[serde(default = "default_tcp_max_message_bytes")]
     pub tcp_max_message_bytes: usize,
+    /// Kernel receive and send buffer of each UDP listener, bytes (8 MiB: a burst of
+    /// datagrams waits there while the listener is busy; the kernel default of ~208 KiB
+    /// drops SIP under bursts long before the CPU is busy).
+    #[serde(default = "default_udp_buffer_bytes")]
+    pub udp_buffer_bytes: usize,
+}
+
+fn default_udp_buffer_bytes() -> usize {
+    8 << 20
 }
 
 fn default_tcp_max_connections() -> usize {

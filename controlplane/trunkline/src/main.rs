@@ -79,6 +79,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sets a UDP socket's receive and send buffers to `bytes` — with SO_RCVBUFFORCE /
+/// SO_SNDBUFFORCE when privileged, else as far as net.core.{r,w}mem_max allow; returns the
+/// receive buffer the kernel granted (it reports double the payload it allows; halved).
+#[allow(unsafe_code)] // reason: std has no setsockopt for buffer sizes.
+fn widen_udp_buffers(s: &UdpSocket, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |opt: libc::c_int| {
+        // SAFETY: fd is a live socket owned by `s`; the option value is a c_int on the
+        // stack whose size is passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::addr_of!(v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE) {
+        set(libc::SO_RCVBUF);
+    }
+    if !set(libc::SO_SNDBUFFORCE) {
+        set(libc::SO_SNDBUF);
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as above; `got` and `len` are valid for writes of their sizes.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::addr_of_mut!(got).cast(),
+            &mut len,
+        ) == 0
+    };
+    if ok {
+        usize::try_from(got).unwrap_or(0) / 2
+    } else {
+        0
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit (TCP connections are file
 /// descriptors); warns when even that is below `need`.
 #[allow(unsafe_code)] // reason: getrlimit/setrlimit have no safe wrapper in std or libc.
@@ -135,7 +181,20 @@ fn up(cfg: &config::Config) -> ExitCode {
     for l in &cfg.sip.listeners {
         match l.transport() {
             config::Transport::Udp => match UdpSocket::bind(l.socket_addr()) {
-                Ok(s) => sockets.push(s),
+                Ok(s) => {
+                    let want = cfg.sip.udp_buffer_bytes;
+                    let got = widen_udp_buffers(&s, want);
+                    if got < want {
+                        eprintln!(
+                            "trunkline: warning: udp:{} receive buffer is {} KiB, not {} KiB \
+                             (run as root, or raise net.core.rmem_max)",
+                            l.socket_addr(),
+                            got / 1024,
+                            want / 1024
+                        );
+                    }
+                    sockets.push(s);
+                }
                 Err(e) => {
                     eprintln!("trunkline: cannot listen on udp:{}: {e}", l.socket_addr());
                     return ExitCode::FAILURE;
