@@ -541,6 +541,20 @@ impl Proxy {
         format!("SIP/2.0/UDP {};branch={branch}", self.me)
     }
 
+    /// Whether the top Route names this proxy (RFC 3261 §16.4: it is removed before
+    /// forwarding — a phone's preloaded outbound-proxy Route, or our Record-Route coming
+    /// back in a dialog).
+    fn top_route_is_me(&self, msg: &Message<'_>) -> bool {
+        msg.routes().next().is_some_and(|r| {
+            r.uri
+                .host
+                .and_then(|h| std::str::from_utf8(h.text).ok())
+                .and_then(|t| t.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+                == Some(self.me.ip())
+                && r.uri.port.unwrap_or(5060) == self.me.port()
+        })
+    }
+
     fn record_route(&self) -> String {
         format!("<sip:{};lr>", self.me)
     }
@@ -723,14 +737,7 @@ impl Proxy {
             return out;
         }
         // Our own Record-Route comes back as a Route naming us: remove it.
-        if msg.routes().next().is_some_and(|r| {
-            r.uri
-                .host
-                .and_then(|h| std::str::from_utf8(h.text).ok())
-                .and_then(|t| t.parse::<IpAddr>().ok())
-                == Some(self.me.ip())
-                && r.uri.port.unwrap_or(5060) == self.me.port()
-        }) {
+        if self.top_route_is_me(msg) {
             let _ = ed.pop_route();
         }
         ed.push_via(via.as_bytes());
@@ -862,6 +869,9 @@ impl Proxy {
         let via = self.via(&branch);
         let mut ed = Editor::new(msg);
         let _ = ed.decrement_max_forwards();
+        if self.top_route_is_me(msg) {
+            let _ = ed.pop_route();
+        }
         ed.push_via(via.as_bytes());
         let mut fwd = Vec::new();
         if ed.set_request_uri(b.contact.as_bytes()).is_err() || ed.write(&mut fwd).is_err() {
@@ -1150,6 +1160,9 @@ impl Proxy {
         let mut ed = Editor::new(msg);
         // Zero was refused before; an absent Max-Forwards is added as 70.
         let _ = ed.decrement_max_forwards();
+        if self.top_route_is_me(msg) {
+            let _ = ed.pop_route();
+        }
         ed.push_via(via.as_bytes());
         ed.add_record_route(rr.as_bytes());
         if call.consumed_auth {

@@ -668,3 +668,21 @@ fn message_reaches_the_subscriber_subscribe_gets_489_and_overload_gets_503() {
     let s = h.p.stats();
     assert_eq!((s.messages, s.bad_events, s.overload_refused), (1, 1, 1));
 }
+
+#[test]
+fn a_preloaded_route_naming_the_proxy_is_removed() {
+    let mut h = Harness::new(AuthPolicy::Outbound);
+    let inv = invite(
+        "alice",
+        "pre1",
+        "Route: <sip:127.0.0.1:5060;lr>\r\nRoute: <sip:192.0.2.9;lr>\r\n",
+    );
+    let out = h.request(&inv, caller());
+    let f = to(&out, addr("127.0.0.1:7100"));
+    let m = Message::parse(&f[0]).unwrap();
+    let routes: Vec<String> = m
+        .routes()
+        .map(|r| String::from_utf8_lossy(r.uri.as_bytes()).into_owned())
+        .collect();
+    assert_eq!(routes, ["sip:192.0.2.9;lr"], "ours popped, the next kept");
+}
