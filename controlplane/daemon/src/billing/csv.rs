@@ -25,7 +25,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::deck::{parse_band, Deck, DeckError, DeckSettings, Rate, MAX_PREFIX_DIGITS};
+use super::deck::{parse_band, Deck, DeckError, DeckSettings, Rate, MAX_PREFIX_DIGITS, MAX_RATES};
 use super::money::Money;
 
 /// The header line, in order.
@@ -118,6 +118,13 @@ pub fn import_csv<R: io::Read>(settings: DeckSettings, input: R) -> Result<Deck,
             .position()
             .map_or(last_line + 1, ::csv::Position::line);
         last_line = line;
+        if rates.len() == MAX_RATES {
+            return Err(CsvImportError {
+                line,
+                column: None,
+                message: format!("more than {MAX_RATES} rows"),
+            });
+        }
         let row: CsvRow = record
             .deserialize(Some(&headers))
             .map_err(|e| csv_error(&e, line))?;
