@@ -5,6 +5,7 @@
 //! Registrar, routing, dialogs, billing and the REST API land here with later issues.
 
 pub mod api;
+pub mod billing;
 pub mod daemon;
 pub mod media;
 pub mod proxy;
