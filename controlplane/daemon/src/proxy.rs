@@ -376,6 +376,8 @@ pub struct Proxy {
     seq: u64,
     stats: ProxyStats,
     health_log: Vec<HealthChange>,
+    /// Calls with a branch not done yet: the ones [`Proxy::tick`] visits.
+    timed: std::collections::HashSet<Vec<u8>>,
     /// Most calls up at once (0: no limit); beyond it INVITEs get 503 + Retry-After.
     max_calls: usize,
 }
@@ -500,6 +502,7 @@ impl Proxy {
             seq: 0,
             stats: ProxyStats::default(),
             health_log: Vec::new(),
+            timed: std::collections::HashSet::new(),
             max_calls: 0,
         }
     }
@@ -1195,6 +1198,7 @@ impl Proxy {
             id.clone().into_bytes(),
             Pending::Invite(msg.call_id().to_vec()),
         );
+        self.timed.insert(msg.call_id().to_vec());
         call.branches.push(Branch {
             attempt,
             id: id.into_bytes(),
@@ -1393,8 +1397,18 @@ impl Proxy {
         let mut out = Out::new();
         let timing = self.router().timing();
         let mut check = Vec::new();
-        for (call_id, call) in &mut self.calls {
-            if call.phase != Phase::Proceeding && call.phase != Phase::Confirmed {
+        // Only calls with a branch still waiting are visited: the call table also holds
+        // every answered call and, for a while, every ended one.
+        let ids: Vec<Vec<u8>> = self.timed.iter().cloned().collect();
+        for call_id in ids {
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                self.timed.remove(&call_id);
+                continue;
+            };
+            if call.branches.iter().all(|b| b.state == BranchState::Done)
+                || !matches!(call.phase, Phase::Proceeding | Phase::Confirmed)
+            {
+                self.timed.remove(&call_id);
                 continue;
             }
             let mut changed = false;
