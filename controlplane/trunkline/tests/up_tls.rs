@@ -2,7 +2,7 @@
 //! trusting a self-signed certificate made here with `rcgen` (OPTIONS, torn records,
 //! keepalives, a framing error), digest REGISTER over TLS and a call from a UDP sipp UAC
 //! delivered down the TLS connection, failed handshakes and TLS errors closing only their
-//! own connection, and `openssl s_client` as an outside peer. Loopback only; every port is
+//! own connection, `openssl s_client` as an outside peer, and keys as openssl writes them. Loopback only; every port is
 //! fixed in 27000–27099 (below the ephemeral range, away from the other suites' ranges).
 #![allow(clippy::unwrap_used)] // reason: test helpers panic with context, like the tests.
 
@@ -671,4 +671,113 @@ fn unusable_certificate_files_stop_up() {
         assert!(!check.status.success());
         assert!(String::from_utf8_lossy(&check.stderr).contains(expect));
     }
+}
+
+/// Runs openssl with `args` in `dir`; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Keys as openssl writes them load too: a PKCS#1 `RSA PRIVATE KEY` (with a 2048-bit RSA
+/// certificate, handshake and OPTIONS with a rustls client) and a SEC1 `EC PRIVATE KEY`
+/// (`check-config` accepts it).
+#[test]
+fn openssl_made_rsa_and_ec_keys() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        println!("openssl not found: skipping the RSA and EC key check");
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("trunkline-tls-{}-openssl-keys", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An end-entity certificate (CA:FALSE) for 127.0.0.1, self-signed.
+    std::fs::write(
+        dir.join("req.cnf"),
+        "[req]\ndistinguished_name = dn\nx509_extensions = ee\nprompt = no\n[dn]\nCN = localhost\n\
+         [ee]\nbasicConstraints = critical,CA:FALSE\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&dir, &["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    let rsa_key = std::fs::read_to_string(dir.join("rsa.key")).unwrap();
+    assert!(
+        rsa_key.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "{rsa_key}"
+    );
+    openssl(
+        &dir,
+        &[
+            "req", "-x509", "-new", "-key", "rsa.key", "-out", "rsa.crt", "-days", "2", "-config",
+            "req.cnf",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.key",
+        ],
+    );
+    let ec_key = std::fs::read_to_string(dir.join("ec.key")).unwrap();
+    assert!(
+        ec_key.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+        "{ec_key}"
+    );
+    openssl(
+        &dir,
+        &[
+            "req", "-x509", "-new", "-key", "ec.key", "-out", "ec.crt", "-days", "2", "-config",
+            "req.cnf",
+        ],
+    );
+
+    let ec_cfg = dir.join("ec.toml");
+    std::fs::write(
+        &ec_cfg,
+        format!(
+            "[[sip.listener]]\ntransport = \"tls\"\naddress = \"127.0.0.1\"\nport = 27061\n\
+             cert = \"{}\"\nkey = \"{}\"\n",
+            dir.join("ec.crt").display(),
+            dir.join("ec.key").display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_trunkline"))
+        .arg("check-config")
+        .arg(&ec_cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    use rustls::pki_types::pem::PemObject;
+    let rsa = Pki {
+        der: CertificateDer::from_pem_file(dir.join("rsa.crt")).unwrap(),
+        cert: dir.join("rsa.crt"),
+        key: dir.join("rsa.key"),
+        dir,
+    };
+    let app = Appliance::start(&rsa, 27_060, "");
+    let mut c = TlsConn::open(app.tls, &client_config(&rsa));
+    let local = c.local();
+    c.send(&options("TLS", local, "rsa-1", ""));
+    assert_eq!(call_id_of(&c.expect(200)), "rsa-1");
+    let summary = app.stop();
+    assert_eq!(count(&summary, "tls_handshakes"), 1, "{summary}");
 }
