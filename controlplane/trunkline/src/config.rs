@@ -20,6 +20,14 @@ port = 5060
 # address = "127.0.0.1"
 # port = 5060
 
+# SIP over TLS (RFC 3261 §26.2): uncomment, with a PEM certificate chain and its key.
+# [[sip.listener]]
+# transport = "tls"
+# address = "127.0.0.1"
+# port = 5061
+# cert = "/etc/trunkline/sip.crt"
+# key = "/etc/trunkline/sip.key"
+
 [media]
 address = "127.0.0.1"
 port_min = 20000
@@ -378,7 +386,8 @@ pub enum Transport {
     Udp,
     /// SIP over TCP (RFC 3261 §18; one mio event loop per listener).
     Tcp,
-    /// SIP over TLS (not in this build).
+    /// SIP over TLS (RFC 3261 §26.2; a TCP listener whose connections run TLS, with the
+    /// listener's `cert` and `key`).
     Tls,
 }
 
@@ -392,6 +401,12 @@ pub struct Listener {
     pub address: IpAddr,
     /// Local port (0 picks a free one; the chosen port is printed).
     pub port: u16,
+    /// TLS only: the certificate chain, PEM (end-entity certificate first).
+    #[serde(default)]
+    pub cert: Option<toml::Spanned<PathBuf>>,
+    /// TLS only: the private key of the certificate, PEM (PKCS#8, RSA or EC).
+    #[serde(default)]
+    pub key: Option<toml::Spanned<PathBuf>>,
 }
 
 impl Listener {
@@ -403,6 +418,14 @@ impl Listener {
     /// Socket address to bind.
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
+    }
+
+    /// For a TLS listener: its certificate and key files (both present after [`parse`]).
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        match (self.transport(), &self.cert, &self.key) {
+            (Transport::Tls, Some(c), Some(k)) => Some((c.get_ref(), k.get_ref())),
+            _ => None,
+        }
     }
 }
 
@@ -649,16 +672,30 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
         ));
     }
     for (i, l) in cfg.sip.listeners.iter().enumerate() {
-        if l.transport() == Transport::Tls {
-            let line = text[..l.transport.span().start.min(text.len())]
+        let line = |offset: usize| {
+            text[..offset.min(text.len())]
                 .bytes()
                 .filter(|&b| b == b'\n')
                 .count()
-                + 1;
-            return Err(format!(
-                "{origin}: line {line}: sip.listener[{i}]: transport \"tls\" is not available in \
-                 this build (UDP and TCP are; TLS needs certificates and arrives later)"
-            ));
+                + 1
+        };
+        if l.transport() == Transport::Tls {
+            if l.cert.is_none() || l.key.is_none() {
+                return Err(format!(
+                    "{origin}: line {}: sip.listener[{i}]: transport \"tls\" needs cert = \"PATH\" \
+                     (PEM certificate chain) and key = \"PATH\" (PEM private key)",
+                    line(l.transport.span().start)
+                ));
+            }
+        } else {
+            for (name, v) in [("cert", &l.cert), ("key", &l.key)] {
+                if let Some(v) = v {
+                    return Err(format!(
+                        "{origin}: line {}: sip.listener[{i}]: {name} is only for transport \"tls\"",
+                        line(v.span().start)
+                    ));
+                }
+            }
         }
     }
     let s = &cfg.sip;
@@ -848,16 +885,58 @@ mod tests {
         let e = parse("[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\nprot = 1\n", "t.toml")
             .unwrap_err();
         assert!(e.contains("line 5") && e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn tls_listeners_need_cert_and_key() {
+        let udp = "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n";
         let e = parse(
-            "[[sip.listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1\"\nport = 5060\n\
-             [[sip.listener]]\ntransport = \"tls\"\naddress = \"127.0.0.1\"\nport = 5061\n",
+            &format!(
+                "{udp}[[sip.listener]]\ntransport = \"tls\"\naddress = \"127.0.0.1\"\nport = 5061\n"
+            ),
             "t.toml",
         )
         .unwrap_err();
         assert!(
-            e.contains("line 6") && e.contains("tls") && e.contains("not available"),
+            e.contains("t.toml") && e.contains("line 6") && e.contains("cert") && e.contains("key"),
             "{e}"
         );
+        let e = parse(
+            &format!(
+                "{udp}[[sip.listener]]\ntransport = \"tls\"\naddress = \"127.0.0.1\"\nport = 5061\n\
+                 cert = \"c.pem\"\n"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.contains("line 6") && e.contains("key"), "{e}");
+        let c = parse(
+            &format!(
+                "{udp}[[sip.listener]]\ntransport = \"tls\"\naddress = \"127.0.0.1\"\nport = 5061\n\
+                 cert = \"/etc/t/c.pem\"\nkey = \"/etc/t/k.pem\"\n"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.sip.listeners[1].transport(), Transport::Tls);
+        assert_eq!(
+            c.sip.listeners[1].tls_files(),
+            Some((Path::new("/etc/t/c.pem"), Path::new("/etc/t/k.pem")))
+        );
+        assert_eq!(c.sip.listeners[0].tls_files(), None);
+        // cert/key on a plain listener: refused at their line.
+        let e = parse(
+            "[[sip.listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1\"\nport = 5060\n\
+             key = \"k.pem\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("line 5") && e.contains("key is only for transport \"tls\""),
+            "{e}"
+        );
+        let e = parse(&format!("{udp}cert = \"c.pem\"\n"), "t.toml").unwrap_err();
+        assert!(e.contains("line 5") && e.contains("cert is only"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! default configuration (loopback) or on FILE, and stops cleanly on Ctrl-C / SIGTERM.
 //!
 //! This build runs the SIP endpoint that the foundation supports (see [`responder`], over
-//! UDP and over TCP ([`tcp`])) and the
+//! UDP, over TCP ([`tcp`]) and over TLS ([`tls`], in the TCP event loop)) and the
 //! media plane — dataplane and control-plane processes ([`planes`]) with the media-session
 //! API; the registrar and proxy join as their issues land.
 //!
@@ -19,6 +19,7 @@ mod registry;
 mod responder;
 mod rest;
 mod tcp;
+mod tls;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -48,7 +49,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some("check-config") => match args.get(1).map(|p| config::load(&PathBuf::from(p))) {
+        Some("check-config") => match args
+            .get(1)
+            .map(|p| config::load(&PathBuf::from(p)).and_then(|c| load_tls(&c).map(|_| c)))
+        {
             Some(Ok(_)) => {
                 println!("config ok");
                 ExitCode::SUCCESS
@@ -167,6 +171,20 @@ fn raise_nofile(need: u64) {
     }
 }
 
+/// The TLS configuration of each listener (None for UDP and TCP), from its PEM files.
+fn load_tls(cfg: &config::Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+    cfg.sip
+        .listeners
+        .iter()
+        .map(|l| match l.tls_files() {
+            Some((cert, key)) => tls::server_config(cert, key)
+                .map(Some)
+                .map_err(|e| format!("tls:{}: {e}", l.socket_addr())),
+            None => Ok(None),
+        })
+        .collect()
+}
+
 fn up(cfg: &config::Config) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -175,10 +193,23 @@ fn up(cfg: &config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    // Bind everything before announcing anything: nothing half-starts.
+    // Certificates first, then bind everything before announcing anything: nothing
+    // half-starts.
+    let tls_configs = match load_tls(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("trunkline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut sockets = Vec::new();
+    // TCP and TLS listeners, each with its TLS configuration (None: plain TCP).
     let mut tcp_listeners = Vec::new();
-    for l in &cfg.sip.listeners {
+    for (l, tls) in cfg.sip.listeners.iter().zip(tls_configs) {
+        let name = match l.transport() {
+            config::Transport::Tls => "tls",
+            _ => "tcp",
+        };
         match l.transport() {
             config::Transport::Udp => match UdpSocket::bind(l.socket_addr()) {
                 Ok(s) => {
@@ -200,25 +231,25 @@ fn up(cfg: &config::Config) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
-            config::Transport::Tcp => match mio::net::TcpListener::bind(l.socket_addr()) {
-                Ok(s) => {
-                    if let Err(e) = tcp::widen_backlog(&s) {
+            config::Transport::Tcp | config::Transport::Tls => {
+                match mio::net::TcpListener::bind(l.socket_addr()) {
+                    Ok(s) => {
+                        if let Err(e) = tcp::widen_backlog(&s) {
+                            eprintln!(
+                                "trunkline: warning: {name}:{}: listen backlog: {e}",
+                                l.socket_addr()
+                            );
+                        }
+                        tcp_listeners.push((s, tls));
+                    }
+                    Err(e) => {
                         eprintln!(
-                            "trunkline: warning: tcp:{}: listen backlog: {e}",
+                            "trunkline: cannot listen on {name}:{}: {e}",
                             l.socket_addr()
                         );
+                        return ExitCode::FAILURE;
                     }
-                    tcp_listeners.push(s);
                 }
-                Err(e) => {
-                    eprintln!("trunkline: cannot listen on tcp:{}: {e}", l.socket_addr());
-                    return ExitCode::FAILURE;
-                }
-            },
-            // Refused by config::parse.
-            config::Transport::Tls => {
-                eprintln!("trunkline: TLS listeners are not available in this build");
-                return ExitCode::FAILURE;
             }
         }
     }
@@ -229,7 +260,7 @@ fn up(cfg: &config::Config) -> ExitCode {
     // One poll per TCP listener, with the waker other threads use to hand it output.
     let mut tcp_polls = Vec::new();
     let mut lanes = Vec::new();
-    for l in &tcp_listeners {
+    for (l, tls) in &tcp_listeners {
         let local = match l.local_addr() {
             Ok(a) => a,
             Err(e) => {
@@ -249,6 +280,7 @@ fn up(cfg: &config::Config) -> ExitCode {
                     tx,
                     waker: Arc::new(waker),
                     local,
+                    tls: tls.is_some(),
                 });
             }
             Err(e) => {
@@ -370,7 +402,7 @@ fn up(cfg: &config::Config) -> ExitCode {
     let me = sockets
         .first()
         .and_then(|s| s.local_addr().ok())
-        .or_else(|| tcp_listeners.first().and_then(|s| s.local_addr().ok()))
+        .or_else(|| tcp_listeners.first().and_then(|(s, _)| s.local_addr().ok()))
         .unwrap_or_else(|| ([127, 0, 0, 1], 5060).into());
     let media_ip = if cfg.media.address.is_unspecified() {
         me.ip()
@@ -404,10 +436,13 @@ fn up(cfg: &config::Config) -> ExitCode {
         idle: std::time::Duration::from_secs(u64::from(cfg.sip.tcp_idle_timeout_s)),
         max_message: cfg.sip.tcp_max_message_bytes,
     };
-    let tcp_addrs: Vec<_> = tcp_listeners.iter().map(|l| l.local_addr()).collect();
+    let tcp_addrs: Vec<_> = tcp_listeners
+        .iter()
+        .map(|(l, tls)| (l.local_addr(), if tls.is_some() { "tls" } else { "tcp" }))
+        .collect();
     let mut tcp_servers = Vec::new();
-    for (lane, (l, (poll, rx))) in tcp_listeners.into_iter().zip(tcp_polls).enumerate() {
-        match tcp::TcpServer::new(poll, l, lane, rx, Arc::clone(&shared), limits) {
+    for (lane, ((l, tls), (poll, rx))) in tcp_listeners.into_iter().zip(tcp_polls).enumerate() {
+        match tcp::TcpServer::new(poll, l, lane, rx, Arc::clone(&shared), limits, tls) {
             Ok(s) => tcp_servers.push(s),
             Err(e) => {
                 eprintln!("trunkline: TCP listener: {e}");
@@ -425,9 +460,9 @@ fn up(cfg: &config::Config) -> ExitCode {
             Err(e) => eprintln!("trunkline: local_addr: {e}"),
         }
     }
-    for a in tcp_addrs {
+    for (a, name) in tcp_addrs {
         match a {
-            Ok(a) => println!("SIP listening on tcp:{a}"),
+            Ok(a) => println!("SIP listening on {name}:{a}"),
             Err(e) => eprintln!("trunkline: local_addr: {e}"),
         }
     }
@@ -527,7 +562,7 @@ fn up(cfg: &config::Config) -> ExitCode {
          every contact of a subscriber, DIDs, outbound routes with gateway failover and \
          OPTIONS health probing) with their media relayed by the dataplane, and answers SIP \
          OPTIONS (200), malformed requests (400/505 naming the defect), unsupported URI schemes \
-         (416) and extensions (420), over UDP and TCP.\nready"
+         (416) and extensions (420), over UDP, TCP and TLS.\nready"
     );
     let mut threads = Vec::new();
     for s in sockets {

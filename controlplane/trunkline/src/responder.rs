@@ -1,4 +1,5 @@
-//! The SIP endpoint of this build: a stateless UAS over UDP and TCP built on the `sip` crate.
+//! The SIP endpoint of this build: a stateless UAS over UDP, TCP and TLS built on the `sip`
+//! crate.
 //!
 //! It answers what needs no registrar, router or dialog state, per RFC 3261 and RFC 4475 §3.3:
 //! OPTIONS → 200 with Allow/Accept/Supported; unknown URI scheme → 416; unsupported `Require`
@@ -7,7 +8,7 @@
 //! goes to the registrar ([`controlplane::registrar`]); every other request → 501 until the
 //! proxy lands. Each outcome is counted.
 //!
-//! Every listener thread — UDP here ([`serve_udp`]), TCP in [`crate::tcp`] — hands each
+//! Every listener thread — UDP here ([`serve_udp`]), TCP and TLS in [`crate::tcp`] — hands each
 //! message to [`Shared::handle`]: the one proxy ([`Calls`]) and registrar are shared by all
 //! of them, so a call may come in over one transport and leave over another. What the proxy
 //! sends goes through the [`Router`]: over the live TCP connection to that address if
@@ -152,6 +153,15 @@ pub struct Counters {
     pub tcp_accept_errors: AtomicU64,
     /// SIP messages received over TCP (also in `received`).
     pub tcp_messages: AtomicU64,
+    /// TLS handshakes completed (TLS connections are TCP connections: they count in the
+    /// `tcp_*` counters too).
+    pub tls_handshakes: AtomicU64,
+    /// TLS connections closed because the handshake failed (not TLS, no common parameters,
+    /// the peer closed or failed during it).
+    pub tls_handshake_failures: AtomicU64,
+    /// TLS connections closed for a TLS error after the handshake (a bad record, a fatal
+    /// alert from the peer).
+    pub tls_errors: AtomicU64,
 }
 
 impl Counters {
@@ -160,7 +170,8 @@ impl Counters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "received={} options_ok={} malformed_answered={} malformed_dropped={} rejected={} absorbed={} keepalives={} send_errors={} \
-             tcp_accepted={} tcp_closed={} tcp_refused={} tcp_framing_errors={} tcp_idle_closed={} tcp_write_overflows={} tcp_read_pauses={} tcp_accept_errors={} tcp_messages={}",
+             tcp_accepted={} tcp_closed={} tcp_refused={} tcp_framing_errors={} tcp_idle_closed={} tcp_write_overflows={} tcp_read_pauses={} tcp_accept_errors={} tcp_messages={} \
+             tls_handshakes={} tls_handshake_failures={} tls_errors={}",
             g(&self.received),
             g(&self.options_ok),
             g(&self.malformed_answered),
@@ -177,7 +188,10 @@ impl Counters {
             g(&self.tcp_write_overflows),
             g(&self.tcp_read_pauses),
             g(&self.tcp_accept_errors),
-            g(&self.tcp_messages)
+            g(&self.tcp_messages),
+            g(&self.tls_handshakes),
+            g(&self.tls_handshake_failures),
+            g(&self.tls_errors)
         )
     }
 }
@@ -311,7 +325,8 @@ fn hex_tag(seq: u64, buf: &mut [u8; 16]) -> &[u8] {
     &buf[..]
 }
 
-/// Where the live TCP connection to a peer address is: the TCP listener (lane) that owns
+/// Where the live TCP (or TLS) connection to a peer address is: the TCP or TLS listener
+/// (lane) that owns
 /// it and the connection's peer address (an alias maps a registered contact's address to
 /// the connection its REGISTER came over).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +337,7 @@ pub struct Route {
     pub peer: SocketAddr,
 }
 
-/// The way into one TCP listener thread from the others.
+/// The way into one TCP or TLS listener thread from the others.
 #[derive(Debug)]
 pub struct Lane {
     /// (connection peer, bytes) to write on that connection.
@@ -331,6 +346,8 @@ pub struct Lane {
     pub waker: Arc<mio::Waker>,
     /// The listener's address (the Via of requests the proxy sends over its connections).
     pub local: SocketAddr,
+    /// A TLS listener: that Via names `SIP/2.0/TLS`.
+    pub tls: bool,
 }
 
 /// Sends what the proxy and registrar produce: over the live TCP connection to the address
@@ -368,8 +385,9 @@ impl Router {
         }
     }
 
-    /// A request of ours leaving over TCP names TCP and the listener in its Via (the proxy
-    /// writes a UDP Via; RFC 3261 §18.1.1: the Via names the transport used).
+    /// A request of ours leaving over TCP names TCP (TLS on a TLS listener's connection) and
+    /// the listener in its Via (the proxy writes a UDP Via; RFC 3261 §18.1.1: the Via names
+    /// the transport used).
     fn tcp_via(&self, bytes: Vec<u8>, lane: usize) -> Vec<u8> {
         let (Some(l), Some(udp)) = (
             self.lanes.get(lane),
@@ -394,7 +412,8 @@ impl Router {
             return bytes;
         };
         let new_via = format!(
-            "SIP/2.0/TCP {};branch={}",
+            "SIP/2.0/{} {};branch={}",
+            if l.tls { "TLS" } else { "TCP" },
             l.local,
             String::from_utf8_lossy(branch)
         );

@@ -21,6 +21,15 @@
 //! source, and the contact's own address (where the proxy would send) becomes an alias of
 //! the connection, so a call to that subscriber reaches it over the connection it keeps
 //! open (the idea of RFC 5626 flows, without its Contact parameters).
+//!
+//! A TLS listener (RFC 3261 §26.2) runs this same loop: each of its connections carries a
+//! [`rustls::ServerConnection`]. Readable: `read_tls`, `process_new_packets`, and the
+//! plaintext goes into the same read buffer and framing; output: plaintext goes into the
+//! `rustls` writer and the records it makes into the same write queue, drained the same
+//! way, so every limit above holds for TLS too (the queue counts the records). A failed
+//! handshake (not TLS, a bad ClientHello, a peer that leaves mid-handshake) closes that
+//! connection and counts `tls_handshake_failures`; a TLS error after the handshake
+//! (a bad record, an alert) counts `tls_errors`.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -31,13 +40,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ServerConfig, ServerConnection};
 use sip::edit::error_response_for_unparsed;
 use sip::framing::{next_frame, Frame, FrameError, FrameLimits};
 use sip::{Message, Method};
 
 use controlplane::proxy::{contact_destination, Out};
 
-use crate::responder::{Route, Shared};
+use crate::responder::{Counters, Route, Shared};
 
 const LISTENER: Token = Token(0);
 /// The token of the [`mio::Waker`] other threads use to hand us output.
@@ -109,19 +119,138 @@ struct Conn {
     paused: bool,
     /// Contact addresses routed over this connection.
     aliases: Vec<SocketAddr>,
+    /// The TLS session of a connection to a TLS listener (`wbuf` then holds its records).
+    tls: Option<Box<ServerConnection>>,
+    /// Output could not be queued (TLS plaintext beyond what `rustls` buffers before the
+    /// handshake ends): close as an overflow.
+    overflow: bool,
+}
+
+/// What one read from a connection brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Bytes were read (plaintext, if any, is appended to `rbuf` while open).
+    Some,
+    /// Nothing more for now.
+    Blocked,
+    /// The peer closed (after what this read brought).
+    Eof,
 }
 
 impl Conn {
+    fn new(stream: TcpStream, peer: SocketAddr, tls: Option<Box<ServerConnection>>) -> Conn {
+        Conn {
+            stream,
+            peer,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            last_read: Instant::now(),
+            state: State::Open,
+            writable: false,
+            paused: false,
+            aliases: Vec::new(),
+            tls,
+            overflow: false,
+        }
+    }
+
     fn queued(&self) -> usize {
         self.wbuf.len() - self.wpos
     }
 
+    /// Queues `bytes` for the peer (encrypted first on a TLS connection).
     fn queue(&mut self, bytes: &[u8]) {
         if self.wpos > 0 && self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
         }
-        self.wbuf.extend_from_slice(bytes);
+        match self.tls.as_deref_mut() {
+            None => self.wbuf.extend_from_slice(bytes),
+            Some(tls) => {
+                if tls.writer().write_all(bytes).is_err() {
+                    self.overflow = true;
+                }
+                take_records(tls, &mut self.wbuf);
+            }
+        }
+    }
+
+    /// On a TLS connection, queues a close_notify alert (before our side is shut down).
+    fn close_notify(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.send_close_notify();
+            take_records(tls, &mut self.wbuf);
+        }
+    }
+
+    /// One read from the socket. Plain: the bytes go to `rbuf`. TLS: they go to `rustls`,
+    /// its plaintext to `rbuf` and its answers (handshake, alerts) to the write queue.
+    /// When not open, what comes is read raw and discarded. Err: why to close.
+    fn read_input(&mut self, chunk: &mut [u8], counters: &Counters) -> Result<Input, End> {
+        let open = self.state == State::Open;
+        let tls = match self.tls.as_deref_mut() {
+            Some(tls) if open => tls,
+            _ => {
+                return match self.stream.read(chunk) {
+                    Ok(0) => Ok(Input::Eof),
+                    Ok(n) => {
+                        if open {
+                            self.rbuf.extend_from_slice(&chunk[..n]);
+                        }
+                        Ok(Input::Some)
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Input::Blocked),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Input::Some),
+                    Err(_) => Err(End::Gone),
+                };
+            }
+        };
+        let handshaking = tls.is_handshaking();
+        match tls.read_tls(&mut self.stream) {
+            Ok(0) if handshaking => return Err(End::Handshake),
+            Ok(0) => return Ok(Input::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Input::Blocked),
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(Input::Some),
+            Err(_) => {
+                return Err(if handshaking {
+                    End::Handshake
+                } else {
+                    End::Gone
+                })
+            }
+        }
+        let processed = tls.process_new_packets();
+        // The handshake may end in this batch of records, and an error follow it.
+        let still_handshaking = tls.is_handshaking();
+        if handshaking && !still_handshaking {
+            counters.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+        }
+        let state = match processed {
+            Ok(s) => s,
+            Err(_) => {
+                // The alert rustls queued for the peer: sent on a best-effort basis.
+                take_records(tls, &mut self.wbuf);
+                let _ = self.flush();
+                return Err(if still_handshaking {
+                    End::Handshake
+                } else {
+                    End::Tls
+                });
+            }
+        };
+        let n = state.plaintext_bytes_to_read();
+        let peer_closed = state.peer_has_closed();
+        if n > 0 {
+            let old = self.rbuf.len();
+            self.rbuf.resize(old + n, 0);
+            if tls.reader().read_exact(&mut self.rbuf[old..]).is_err() {
+                return Err(End::Tls);
+            }
+        }
+        take_records(tls, &mut self.wbuf);
+        Ok(if peer_closed { Input::Eof } else { Input::Some })
     }
 
     /// Writes what the socket takes now. Err: the connection is broken.
@@ -149,6 +278,16 @@ impl Conn {
     }
 }
 
+/// Moves the TLS records `tls` has ready into the write queue `wbuf`.
+fn take_records(tls: &mut ServerConnection, wbuf: &mut Vec<u8>) {
+    while tls.wants_write() {
+        // Writing into a Vec does not fail.
+        if tls.write_tls(wbuf).is_err() {
+            break;
+        }
+    }
+}
+
 /// Why a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -158,6 +297,10 @@ enum End {
     Overflow,
     /// Idle past the limit.
     Idle,
+    /// The TLS handshake failed (not TLS, refused, or the peer left during it).
+    Handshake,
+    /// A TLS error after the handshake (a bad record, an alert from the peer).
+    Tls,
 }
 
 /// One TCP listener's event loop.
@@ -181,11 +324,14 @@ pub struct TcpServer {
     /// Connections with input left unread (read budget spent, or reading resumed after a
     /// pause): read again on the next turn.
     resume: Vec<Token>,
+    /// A TLS listener: the configuration each connection's session starts from.
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl TcpServer {
     /// An event loop for `listener` (registered here) on `poll`, whose waker (token
-    /// [`WAKE`]) and the sender of `rx` are lane `lane` of `shared`'s router.
+    /// [`WAKE`]) and the sender of `rx` are lane `lane` of `shared`'s router. With `tls`,
+    /// every connection runs TLS with that configuration.
     pub fn new(
         poll: Poll,
         mut listener: TcpListener,
@@ -193,6 +339,7 @@ impl TcpServer {
         rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
         shared: Arc<Shared>,
         limits: TcpLimits,
+        tls: Option<Arc<ServerConfig>>,
     ) -> std::io::Result<TcpServer> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -214,6 +361,7 @@ impl TcpServer {
             sends: Out::new(),
             reply: Vec::with_capacity(4096),
             resume: Vec::new(),
+            tls,
         })
     }
 
@@ -278,6 +426,16 @@ impl TcpServer {
                         drop(stream);
                         continue;
                     }
+                    let session = match &self.tls {
+                        None => None,
+                        Some(cfg) => match ServerConnection::new(Arc::clone(cfg)) {
+                            Ok(s) => Some(Box::new(s)),
+                            Err(_) => {
+                                c.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        },
+                    };
                     let token = Token(self.next);
                     self.next += 1;
                     if self
@@ -299,21 +457,7 @@ impl TcpServer {
                         },
                     );
                     self.by_peer.insert(peer, token);
-                    self.conns.insert(
-                        token,
-                        Conn {
-                            stream,
-                            peer,
-                            rbuf: Vec::new(),
-                            wbuf: Vec::new(),
-                            wpos: 0,
-                            last_read: Instant::now(),
-                            state: State::Open,
-                            writable: false,
-                            paused: false,
-                            aliases: Vec::new(),
-                        },
-                    );
+                    self.conns.insert(token, Conn::new(stream, peer, session));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e)
@@ -393,7 +537,7 @@ impl TcpServer {
         if conn.flush().is_err() {
             return self.close(token, End::Gone);
         }
-        if conn.queued() > MAX_QUEUED {
+        if conn.queued() > MAX_QUEUED || conn.overflow {
             return self.close(token, End::Overflow);
         }
         let want_write = conn.queued() > 0;
@@ -450,41 +594,41 @@ impl TcpServer {
                 break;
             }
             reads += 1;
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    end = Some(End::Gone);
+            let input = match conn.read_input(&mut chunk, &self.shared.counters) {
+                Ok(i) => i,
+                Err(why) => {
+                    end = Some(why);
                     break;
                 }
-                Ok(n) => {
-                    conn.last_read = Instant::now();
-                    if conn.state != State::Open {
-                        continue; // draining: discard
-                    }
-                    conn.rbuf.extend_from_slice(&chunk[..n]);
-                    if !cut_messages(
-                        conn,
-                        &self.shared,
-                        &frame,
-                        limits.max_message,
-                        self.lane,
-                        &mut self.reply,
-                        &mut self.sends,
-                    ) {
-                        framing_error = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    end = Some(End::Gone);
-                    break;
-                }
+            };
+            if input == Input::Blocked {
+                break;
+            }
+            conn.last_read = Instant::now();
+            if conn.state == State::Open
+                && !conn.rbuf.is_empty()
+                && !cut_messages(
+                    conn,
+                    &self.shared,
+                    &frame,
+                    limits.max_message,
+                    self.lane,
+                    &mut self.reply,
+                    &mut self.sends,
+                )
+            {
+                framing_error = true;
+                break;
+            }
+            if input == Input::Eof {
+                end = Some(End::Gone);
+                break;
             }
         }
         if framing_error {
             conn.state = State::Closing;
             conn.rbuf = Vec::new();
+            conn.close_notify();
             self.shared
                 .counters
                 .tcp_framing_errors
@@ -537,6 +681,12 @@ impl TcpServer {
             }
             End::Overflow => {
                 c.tcp_write_overflows.fetch_add(1, Ordering::Relaxed);
+            }
+            End::Handshake => {
+                c.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            End::Tls => {
+                c.tls_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
