@@ -357,11 +357,11 @@ pub type Out = Vec<(SocketAddr, Vec<u8>)>;
 #[derive(Debug)]
 enum Pending {
     /// An in-dialog request forwarded from `source`: its responses go back there.
-    InDialog(SocketAddr, Instant),
+    InDialog(SocketAddr),
     /// A branch of a call's INVITE.
     Invite(Vec<u8>),
     /// A request this proxy made itself (a BYE when media died): its responses end here.
-    Own(Instant),
+    Own,
 }
 
 /// The proxy.
@@ -378,6 +378,10 @@ pub struct Proxy {
     health_log: Vec<HealthChange>,
     /// Calls with a branch not done yet: the ones [`Proxy::tick`] visits.
     timed: std::collections::HashSet<Vec<u8>>,
+    /// When to look at each call again (sweep), oldest first.
+    expiry: VecDeque<(Instant, Vec<u8>)>,
+    /// When each in-dialog or own transaction of `pending` is given up, oldest first.
+    pending_expiry: VecDeque<(Instant, Vec<u8>)>,
     /// Most calls up at once (0: no limit); beyond it INVITEs get 503 + Retry-After.
     max_calls: usize,
 }
@@ -503,6 +507,8 @@ impl Proxy {
             stats: ProxyStats::default(),
             health_log: Vec::new(),
             timed: std::collections::HashSet::new(),
+            expiry: VecDeque::new(),
+            pending_expiry: VecDeque::new(),
             max_calls: 0,
         }
     }
@@ -565,25 +571,56 @@ impl Proxy {
     /// Drops ended calls and stale transactions; ends the media of calls that never got an
     /// answer.
     pub fn sweep(&mut self, now: Instant, media: &mut dyn MediaAnchor) {
-        self.calls.retain(|_, c| {
+        // Each call is looked at every ENDED_TTL (its entry in `expiry`), not every sweep:
+        // the table holds every answered call and, for a while, every ended one.
+        while self.expiry.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, id)) = self.expiry.pop_front() else {
+                break;
+            };
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue;
+            };
             let ttl = match c.phase {
                 Phase::Ended => ENDED_TTL,
                 Phase::Proceeding => PENDING_TTL,
-                Phase::Confirmed => return true,
+                Phase::Confirmed => {
+                    self.expiry.push_back((now + ENDED_TTL, id));
+                    continue;
+                }
             };
-            let keep = now.duration_since(c.touched) < ttl;
-            if !keep {
-                if let Some(a) = c.anchor.take() {
-                    media.delete(a.id);
+            if now.duration_since(c.touched) < ttl {
+                let again = if c.phase == Phase::Ended {
+                    c.touched + ENDED_TTL
+                } else {
+                    now + ENDED_TTL
+                };
+                self.expiry.push_back((again, id));
+                continue;
+            }
+            if let Some(a) = c.anchor.take() {
+                media.delete(a.id);
+            }
+            if let Some(c) = self.calls.remove(&id) {
+                for b in &c.branches {
+                    self.pending.remove(&b.id);
                 }
             }
-            keep
-        });
-        let calls = &self.calls;
-        self.pending.retain(|_, p| match p {
-            Pending::InDialog(_, t) | Pending::Own(t) => now.duration_since(*t) < PENDING_TTL,
-            Pending::Invite(call_id) => calls.contains_key(call_id),
-        });
+            self.timed.remove(&id);
+        }
+        while self
+            .pending_expiry
+            .front()
+            .is_some_and(|(at, _)| *at <= now)
+        {
+            if let Some((_, branch)) = self.pending_expiry.pop_front() {
+                if matches!(
+                    self.pending.get(&branch),
+                    Some(Pending::InDialog(_) | Pending::Own)
+                ) {
+                    self.pending.remove(&branch);
+                }
+            }
+        }
     }
 
     fn respond(
@@ -752,8 +789,10 @@ impl Proxy {
             return out;
         }
         if method != Method::Ack {
-            self.pending
-                .insert(branch.into_bytes(), Pending::InDialog(source, now));
+            let branch = branch.into_bytes();
+            self.pending_expiry
+                .push_back((now + PENDING_TTL, branch.clone()));
+            self.pending.insert(branch, Pending::InDialog(source));
         }
         self.stats.in_dialog += 1;
         out.push((dest, fwd));
@@ -881,8 +920,10 @@ impl Proxy {
             Self::respond(msg, 500, b"Cannot Forward", tag, out, source);
             return;
         }
-        self.pending
-            .insert(branch.into_bytes(), Pending::InDialog(source, now));
+        let branch = branch.into_bytes();
+        self.pending_expiry
+            .push_back((now + PENDING_TTL, branch.clone()));
+        self.pending.insert(branch, Pending::InDialog(source));
         self.stats.messages += 1;
         out.push((contact_destination(&b.contact, b.received), fwd));
     }
@@ -1135,6 +1176,7 @@ impl Proxy {
         let call_id = call_id.to_vec();
         let nothing_sent = call.branches.is_empty();
         self.calls.insert(call_id.clone(), call);
+        self.expiry.push_back((now + ENDED_TTL, call_id.clone()));
         if nothing_sent {
             // No destination could be written out (a registered contact we cannot use).
             self.fail_over(&call_id, now, out);
@@ -1376,7 +1418,10 @@ impl Proxy {
                      Content-Length: 0\r\n\r\n",
                     v = env!("CARGO_PKG_VERSION")
                 );
-                self.pending.insert(branch.into_bytes(), Pending::Own(now));
+                let branch = branch.into_bytes();
+                self.pending_expiry
+                    .push_back((now + PENDING_TTL, branch.clone()));
+                self.pending.insert(branch, Pending::Own);
                 out.push((dest, bye.into_bytes()));
             }
             if let Some(call) = self.calls.get_mut(&id) {
@@ -1531,12 +1576,12 @@ impl Proxy {
             return out;
         }
         let call_id = match self.pending.get(&branch) {
-            Some(Pending::InDialog(dest, _)) => {
+            Some(Pending::InDialog(dest)) => {
                 let dest = *dest;
                 return self.in_dialog_response(msg, dest, media, now, &branch);
             }
             Some(Pending::Invite(call_id)) => call_id.clone(),
-            Some(Pending::Own(_)) => {
+            Some(Pending::Own) => {
                 if status >= 200 {
                     self.pending.remove(&branch);
                 }

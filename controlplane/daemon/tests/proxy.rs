@@ -686,3 +686,64 @@ fn a_preloaded_route_naming_the_proxy_is_removed() {
         .collect();
     assert_eq!(routes, ["sip:192.0.2.9;lr"], "ours popped, the next kept");
 }
+
+#[test]
+fn the_sweep_forgets_ended_calls_and_abandons_unanswered_ones() {
+    let mut p = proxy(AuthPolicy::Outbound);
+    let mut r = registrar();
+    let mut m = FakeMedia::default();
+    let t0 = Instant::now();
+    // An unanswered call with media, and a failed one.
+    let inv = with_sdp(
+        &String::from_utf8(invite("alice", "sw1", "")).unwrap(),
+        &sdp("127.0.0.1", 40_000, ""),
+    );
+    p.on_request(
+        &Message::parse(&inv).unwrap(),
+        caller(),
+        &mut r,
+        Some(&mut m),
+        t0,
+        UNIX,
+        b"t",
+    );
+    let out = p.on_request(
+        &Message::parse(&invite("bob", "sw2", "")).unwrap(),
+        caller(),
+        &mut r,
+        None,
+        t0,
+        UNIX,
+        b"t",
+    );
+    for (dest, req) in &out {
+        if *dest != caller() {
+            p.on_response(
+                &Message::parse(&answer(req, 486, "b")).unwrap(),
+                *dest,
+                None,
+                t0,
+            );
+        }
+    }
+    assert_eq!(p.active_calls(), 1, "the failed call has ended");
+    p.sweep(t0 + Duration::from_secs(70), &mut m);
+    // The failed call is gone (a retransmitted INVITE would now be a new call); the
+    // unanswered one stays until the pending TTL.
+    let out = p.on_request(
+        &Message::parse(&invite("bob", "sw2", "")).unwrap(),
+        caller(),
+        &mut r,
+        None,
+        t0 + Duration::from_secs(70),
+        UNIX,
+        b"t",
+    );
+    assert!(
+        to(&out, addr("127.0.0.1:7001")).len() == 1,
+        "sw2 was forgotten"
+    );
+    assert!(m.deleted.is_empty());
+    p.sweep(t0 + Duration::from_secs(250), &mut m);
+    assert_eq!(m.deleted, [7], "the abandoned call's media is freed");
+}
