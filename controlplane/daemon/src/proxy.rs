@@ -564,6 +564,22 @@ impl Proxy {
         })
     }
 
+    /// The address of the first Route that does not name this proxy, when it is an IP
+    /// literal (no DNS here).
+    fn next_hop(&self, msg: &Message<'_>) -> Option<SocketAddr> {
+        let mut routes = msg.routes();
+        let mut r = routes.next()?;
+        if self.top_route_is_me(msg) {
+            r = routes.next()?;
+        }
+        let ip = r
+            .uri
+            .host
+            .and_then(|h| std::str::from_utf8(h.text).ok())
+            .and_then(|t| t.trim_matches(['[', ']']).parse::<IpAddr>().ok())?;
+        Some(SocketAddr::new(ip, r.uri.port.unwrap_or(5060)))
+    }
+
     fn record_route(&self) -> String {
         format!("<sip:{};lr>", self.me)
     }
@@ -1235,6 +1251,12 @@ impl Proxy {
             return false;
         }
         self.stats.branches += 1;
+        // Loose routing (RFC 3261 §16.6 step 7): a Route left after ours is the next hop;
+        // the Request-URI still names the target.
+        let mut attempt = attempt;
+        if let Some(next) = self.next_hop(msg) {
+            attempt.dest = next;
+        }
         out.push((attempt.dest, request.clone()));
         self.pending.insert(
             id.clone().into_bytes(),
@@ -1638,26 +1660,35 @@ impl Proxy {
         if status == 100 {
             return out;
         }
-        if (200..300).contains(&status) {
-            // An answer: the call is up; every other branch is cancelled.
+        // A provisional with a To tag opens an early dialog (PRACK, UPDATE, early BYE are
+        // routed by it, RFC 3262/3311); a 2xx confirms it.
+        if status > 100 && status < 300 {
             if let Some(to_tag) = msg.to_tag() {
-                if !call.dialogs.iter().any(|d| d.tag == to_tag) {
-                    let peer = call.branches[bi].attempt.dest;
-                    call.dialogs.push(Dialog {
+                let contact = msg.contacts().find_map(|c| match c {
+                    sip::Contact::Addr(a) => Some(a.uri.as_bytes().to_vec()),
+                    sip::Contact::Star => None,
+                });
+                let to = msg.header(HeaderName::To).unwrap_or_default().to_vec();
+                let peer = call.branches[bi].attempt.dest;
+                match call.dialogs.iter_mut().find(|d| d.tag == to_tag) {
+                    Some(d) => {
+                        if let Some(c) = contact {
+                            d.contact = c;
+                        }
+                        d.to = to;
+                    }
+                    None => call.dialogs.push(Dialog {
                         tag: to_tag.to_vec(),
                         peer,
-                        to: msg.header(HeaderName::To).unwrap_or_default().to_vec(),
-                        contact: msg
-                            .contacts()
-                            .find_map(|c| match c {
-                                sip::Contact::Addr(a) => Some(a.uri.as_bytes().to_vec()),
-                                sip::Contact::Star => None,
-                            })
-                            .unwrap_or_default(),
+                        to,
+                        contact: contact.unwrap_or_default(),
                         callee_cseq: 0,
-                    });
+                    }),
                 }
             }
+        }
+        if (200..300).contains(&status) {
+            // An answer: the call is up; every other branch is cancelled.
             if call.phase == Phase::Proceeding {
                 call.phase = Phase::Confirmed;
                 call.final_sent = true;

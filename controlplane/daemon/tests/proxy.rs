@@ -678,13 +678,21 @@ fn a_preloaded_route_naming_the_proxy_is_removed() {
         "Route: <sip:127.0.0.1:5060;lr>\r\nRoute: <sip:192.0.2.9;lr>\r\n",
     );
     let out = h.request(&inv, caller());
-    let f = to(&out, addr("127.0.0.1:7100"));
+    let f = to(&out, addr("192.0.2.9:5060"));
     let m = Message::parse(&f[0]).unwrap();
     let routes: Vec<String> = m
         .routes()
         .map(|r| String::from_utf8_lossy(r.uri.as_bytes()).into_owned())
         .collect();
     assert_eq!(routes, ["sip:192.0.2.9;lr"], "ours popped, the next kept");
+    assert!(
+        out.iter().any(|(a, _)| *a == addr("192.0.2.9:5060")),
+        "sent to the next hop"
+    );
+    assert_eq!(
+        ruri(&to(&out, addr("192.0.2.9:5060"))[0]),
+        "sip:alice@127.0.0.1:7100"
+    );
 }
 
 #[test]
@@ -746,4 +754,40 @@ fn the_sweep_forgets_ended_calls_and_abandons_unanswered_ones() {
     assert!(m.deleted.is_empty());
     p.sweep(t0 + Duration::from_secs(250), &mut m);
     assert_eq!(m.deleted, [7], "the abandoned call's media is freed");
+}
+
+#[test]
+fn prack_follows_the_early_dialog_of_the_branch_that_sent_the_reliable_provisional() {
+    let mut h = Harness::new(AuthPolicy::Outbound);
+    let out = h.request(&invite("bob", "prack1", "Supported: 100rel\r\n"), caller());
+    let p1 = to(&out, addr("127.0.0.1:7001"));
+    let p2 = to(&out, addr("127.0.0.1:7002"));
+    for (req, tag, from) in [
+        (&p1[0], "e1", "127.0.0.1:7001"),
+        (&p2[0], "e2", "127.0.0.1:7002"),
+    ] {
+        let m = Message::parse(req).unwrap();
+        let mut r = Vec::new();
+        ResponseBuilder::new(&m, 183, b"Session Progress")
+            .to_tag(tag.as_bytes())
+            .raw_header(b"Require: 100rel")
+            .raw_header(b"RSeq: 1")
+            .header(HeaderName::Contact, format!("<sip:bob@{from}>").as_bytes())
+            .write(&mut r);
+        let out = h.response(&r, addr(from));
+        assert_eq!(status(&to(&out, caller())[0]), Some(183));
+    }
+    for (tag, dest) in [("e2", "127.0.0.1:7002"), ("e1", "127.0.0.1:7001")] {
+        let prack = format!(
+            "PRACK sip:bob@{dest} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-pr{tag}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@demo.example>;tag=caller1\r\nTo: <sip:bob@127.0.0.1>;tag={tag}\r\n\
+             Call-ID: prack1\r\nCSeq: 2 PRACK\r\nRAck: 1 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let out = h.request(prack.as_bytes(), caller());
+        let f = to(&out, addr(dest));
+        assert_eq!(f.len(), 1, "PRACK for {tag} goes to {dest}");
+        assert_eq!(method(&f[0]), "PRACK");
+        let out = h.response(&answer(&f[0], 200, tag), addr(dest));
+        assert_eq!(status(&to(&out, caller())[0]), Some(200));
+    }
 }
