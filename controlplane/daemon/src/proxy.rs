@@ -260,6 +260,30 @@ struct Branch {
 }
 
 impl Branch {
+    /// Sends CANCEL for this branch's INVITE (RFC 3261 §9.1).
+    fn send_cancel(&self, out: &mut Out, stats: &mut ProxyStats) {
+        if let Ok(inv) = Message::parse(&self.request) {
+            let mut c = Vec::new();
+            cancel_for(&inv, &mut c);
+            out.push((self.attempt.dest, c));
+            stats.cancels_sent += 1;
+        }
+    }
+
+    /// Ends a branch the call no longer needs: a ringing one is cancelled (and counts as
+    /// 487), a silent one is cancelled as soon as it rings.
+    fn abandon(&mut self, out: &mut Out, stats: &mut ProxyStats) {
+        match self.state {
+            BranchState::Proceeding => {
+                self.send_cancel(out, stats);
+                self.state = BranchState::Done;
+                self.status = 487;
+            }
+            BranchState::Calling => self.cancel_pending = true,
+            BranchState::Done => {}
+        }
+    }
+
     /// Still owes the call an answer: not done, and not a silent branch given up on.
     fn outstanding(&self) -> bool {
         match self.state {
@@ -283,6 +307,17 @@ impl Best {
     fn status(&self) -> u16 {
         match self {
             Best::Received(s, _) | Best::Local(s) => *s,
+        }
+    }
+
+    fn rank(&self) -> (u8, u8) {
+        rank(self.status(), matches!(self, Best::Local(_)))
+    }
+
+    /// Keeps the better of `best` and `candidate`.
+    fn keep_better(best: &mut Option<Best>, candidate: Best) {
+        if best.as_ref().is_none_or(|b| candidate.rank() < b.rank()) {
+            *best = Some(candidate);
         }
     }
 }
@@ -390,6 +425,8 @@ pub struct Proxy {
 pub const PENDING_TTL: Duration = Duration::from_secs(180);
 /// How long an ended call is kept (to absorb retransmissions).
 pub const ENDED_TTL: Duration = Duration::from_secs(32);
+/// Reason phrase of 481.
+const NO_DIALOG: &[u8] = b"Call/Transaction Does Not Exist";
 /// RFC 3261 T1: the first INVITE retransmission interval.
 const T1: Duration = Duration::from_millis(500);
 /// The longest retransmission interval used.
@@ -703,15 +740,8 @@ impl Proxy {
                 // Most likely the ACK of a 404/407/480/483/503 sent from here.
                 self.stats.acks_absorbed += 1;
             } else {
-                Self::respond(
-                    msg,
-                    481,
-                    b"Call/Transaction Does Not Exist",
-                    tag,
-                    &mut out,
-                    source,
-                );
                 self.stats.stray += 1;
+                Self::respond(msg, 481, NO_DIALOG, tag, &mut out, source);
             }
             return out;
         };
@@ -742,15 +772,8 @@ impl Proxy {
             {
                 Some(d) => d.peer,
                 None => {
-                    Self::respond(
-                        msg,
-                        481,
-                        b"Call/Transaction Does Not Exist",
-                        tag,
-                        &mut out,
-                        source,
-                    );
                     self.stats.stray += 1;
+                    Self::respond(msg, 481, NO_DIALOG, tag, &mut out, source);
                     return out;
                 }
             }
@@ -832,14 +855,7 @@ impl Proxy {
             .get_mut(call_id)
             .filter(|c| c.in_branch == branch)
         else {
-            Self::respond(
-                msg,
-                481,
-                b"Call/Transaction Does Not Exist",
-                tag,
-                out,
-                source,
-            );
+            Self::respond(msg, 481, NO_DIALOG, tag, out, source);
             return;
         };
         Self::respond(msg, 200, b"OK", tag, out, source);
@@ -852,12 +868,7 @@ impl Proxy {
         for b in &mut call.branches {
             match b.state {
                 BranchState::Proceeding => {
-                    if let Ok(inv) = Message::parse(&b.request) {
-                        let mut c = Vec::new();
-                        cancel_for(&inv, &mut c);
-                        out.push((b.attempt.dest, c));
-                        self.stats.cancels_sent += 1;
-                    }
+                    b.send_cancel(out, &mut self.stats);
                 }
                 BranchState::Calling => b.cancel_pending = true,
                 BranchState::Done => {}
@@ -1241,13 +1252,7 @@ impl Proxy {
         let mut request = Vec::new();
         if ed.set_request_uri(ruri.as_bytes()).is_err() || ed.write(&mut request).is_err() {
             // This destination cannot be written to: as if it failed at once.
-            if call
-                .best
-                .as_ref()
-                .is_none_or(|b| rank(500, true) < rank(b.status(), false))
-            {
-                call.best = Some(Best::Local(500));
-            }
+            Best::keep_better(&mut call.best, Best::Local(500));
             return false;
         }
         self.stats.branches += 1;
@@ -1488,13 +1493,7 @@ impl Proxy {
                         b.status = 408;
                         self.stats.timeouts += 1;
                         changed = true;
-                        if call
-                            .best
-                            .as_ref()
-                            .is_none_or(|x| rank(408, true) < rank(x.status(), false))
-                        {
-                            call.best = Some(Best::Local(408));
-                        }
+                        Best::keep_better(&mut call.best, Best::Local(408));
                     }
                     BranchState::Calling if now >= b.retx_at => {
                         out.push((b.attempt.dest, b.request.clone()));
@@ -1506,22 +1505,11 @@ impl Proxy {
                         if call.phase == Phase::Proceeding
                             && now.duration_since(b.since) >= timing.ring_timeout =>
                     {
-                        if let Ok(inv) = Message::parse(&b.request) {
-                            let mut c = Vec::new();
-                            cancel_for(&inv, &mut c);
-                            out.push((b.attempt.dest, c));
-                            self.stats.cancels_sent += 1;
-                        }
+                        b.send_cancel(&mut out, &mut self.stats);
                         b.state = BranchState::Done;
                         b.status = 408;
                         changed = true;
-                        if call
-                            .best
-                            .as_ref()
-                            .is_none_or(|x| rank(408, true) < rank(x.status(), false))
-                        {
-                            call.best = Some(Best::Local(408));
-                        }
+                        Best::keep_better(&mut call.best, Best::Local(408));
                     }
                     _ => {}
                 }
@@ -1632,12 +1620,7 @@ impl Proxy {
                     b.state = BranchState::Proceeding;
                     b.since = now;
                     if b.cancel_pending {
-                        if let Ok(inv) = Message::parse(&b.request) {
-                            let mut c = Vec::new();
-                            cancel_for(&inv, &mut c);
-                            out.push((b.attempt.dest, c));
-                            self.stats.cancels_sent += 1;
-                        }
+                        b.send_cancel(&mut out, &mut self.stats);
                     }
                 }
             } else if status >= 300 {
@@ -1695,53 +1678,21 @@ impl Proxy {
                 self.stats.answered += 1;
                 call.next.clear();
                 for (i, b) in call.branches.iter_mut().enumerate() {
-                    if i == bi {
-                        continue;
-                    }
-                    match b.state {
-                        BranchState::Proceeding => {
-                            if let Ok(inv) = Message::parse(&b.request) {
-                                let mut c = Vec::new();
-                                cancel_for(&inv, &mut c);
-                                out.push((b.attempt.dest, c));
-                                self.stats.cancels_sent += 1;
-                            }
-                            b.state = BranchState::Done;
-                            b.status = 487;
-                        }
-                        // Not ringing yet: CANCEL when it does (RFC 3261 §9.1).
-                        BranchState::Calling => b.cancel_pending = true,
-                        BranchState::Done => {}
+                    if i != bi {
+                        b.abandon(&mut out, &mut self.stats);
                     }
                 }
             }
         } else if status >= 300 {
-            let better = call.best.as_ref().is_none_or(|x| {
-                rank(status, false) < rank(x.status(), matches!(x, Best::Local(_)))
-            });
-            if better {
-                call.best = Some(Best::Received(status, msg.as_bytes().to_vec()));
-            }
+            Best::keep_better(
+                &mut call.best,
+                Best::Received(status, msg.as_bytes().to_vec()),
+            );
             if status >= 600 && !call.final_sent {
                 // A 6xx ends the search: cancel the rest.
                 call.next.clear();
                 for b in &mut call.branches {
-                    if b.state == BranchState::Proceeding {
-                        if let Ok(inv) = Message::parse(&b.request) {
-                            let mut c = Vec::new();
-                            cancel_for(&inv, &mut c);
-                            out.push((b.attempt.dest, c));
-                            self.stats.cancels_sent += 1;
-                        }
-                    }
-                    match b.state {
-                        BranchState::Proceeding => {
-                            b.state = BranchState::Done;
-                            b.status = 487;
-                        }
-                        BranchState::Calling => b.cancel_pending = true,
-                        BranchState::Done => {}
-                    }
+                    b.abandon(&mut out, &mut self.stats);
                 }
             }
             self.fail_over(&call_id, now, &mut out);

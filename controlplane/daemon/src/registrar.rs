@@ -123,6 +123,19 @@ pub struct RegistrarStats {
     pub call_auth_failures: u64,
 }
 
+/// What a request's digest credentials prove.
+enum Proof {
+    /// Valid for the user.
+    Valid,
+    /// None for our realm (or a stale nonce): challenge.
+    Missing {
+        /// The nonce had expired.
+        stale: bool,
+    },
+    /// Refused with this status and reason.
+    Refused(u16, &'static [u8]),
+}
+
 /// What [`Registrar::authenticate_caller`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallerAuth {
@@ -163,6 +176,21 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The digest challenger of one tenant (its realm is the domain).
+fn challenger_for(
+    config: &RegistrarConfig,
+    domain: &str,
+    now: Duration,
+) -> Result<Challenger, String> {
+    let mut c = ChallengerConfig::new(domain.to_string(), config.secret.clone());
+    // qop=auth only: auth-int needs the body, which REGISTER rarely has and many phones
+    // get wrong; RFC 2069 (no qop) has no replay protection.
+    c.qop.auth_int = false;
+    c.accept_rfc2069 = false;
+    c.algorithms.clone_from(&config.algorithms);
+    Challenger::new(c, now).map_err(|e| format!("tenant {domain}: digest: {e}"))
+}
+
 impl Registrar {
     /// A registrar for `tenants`; `now` is the time since the Unix epoch; changes go to
     /// `writes` when given.
@@ -174,14 +202,7 @@ impl Registrar {
     ) -> Result<Registrar, String> {
         let mut states = Vec::with_capacity(tenants.len());
         for t in tenants {
-            let mut c = ChallengerConfig::new(t.domain.clone(), config.secret.clone());
-            // qop=auth only: auth-int needs the body, which REGISTER rarely has and many
-            // phones get wrong; RFC 2069 (no qop) has no replay protection.
-            c.qop.auth_int = false;
-            c.accept_rfc2069 = false;
-            c.algorithms.clone_from(&config.algorithms);
-            let challenger =
-                Challenger::new(c, now).map_err(|e| format!("tenant {}: digest: {e}", t.domain))?;
+            let challenger = challenger_for(&config, &t.domain, now)?;
             states.push(TenantState {
                 tenant: t,
                 challenger,
@@ -239,56 +260,19 @@ impl Registrar {
             return CallerAuth::Denied;
         };
         let user = text(from.user.unwrap_or_default());
-        let domain = self.tenants[ti].tenant.domain.clone();
-        let request = digest::Request {
-            method: msg.method().map_or(&b""[..], |m| m.as_bytes()),
-            uri: msg.request_uri().map_or(&[][..], sip::Uri::as_bytes),
-            body: msg.body(),
-        };
-        let mut stale = false;
-        for value in msg.header_values(HeaderName::ProxyAuthorization) {
-            let Ok(Credentials::Digest(view)) = digest::parse_credentials(value) else {
-                continue;
-            };
-            if !view.realm().eq_bytes(domain.as_bytes()) {
-                continue;
-            }
-            let username = text(&view.username().unescaped());
-            let password = self.tenants[ti].tenant.subscribers.get(&username).cloned();
-            let (true, Some(password)) = (username == user, password) else {
-                self.stats.call_auth_failures += 1;
-                Self::respond(msg, 403, b"Forbidden (bad credentials)", tag, out);
-                return CallerAuth::Denied;
-            };
-            match self.tenants[ti].challenger.verify(
-                &view,
-                &request,
-                Credential::Password(password.as_bytes()),
-                now,
-            ) {
-                Ok(()) => return CallerAuth::Authenticated { domain, user },
-                Err(VerifyError::StaleNonce) => stale = true,
-                // RFC 7616 §3.4.6: credentials for another URI are a bad request, not a
-                // reason to challenge again (a client would loop).
-                Err(VerifyError::UriMismatch) => {
+        let stale =
+            match self.check_credentials(ti, msg, HeaderName::ProxyAuthorization, &user, now) {
+                Proof::Valid => {
+                    let domain = self.tenants[ti].tenant.domain.clone();
+                    return CallerAuth::Authenticated { domain, user };
+                }
+                Proof::Missing { stale } => stale,
+                Proof::Refused(code, reason) => {
                     self.stats.call_auth_failures += 1;
-                    Self::respond(
-                        msg,
-                        400,
-                        b"Bad Request (digest uri differs from Request-URI)",
-                        tag,
-                        out,
-                    );
+                    Self::respond(msg, code, reason, tag, out);
                     return CallerAuth::Denied;
                 }
-                Err(VerifyError::WrongResponse | VerifyError::Replay { .. }) => {
-                    self.stats.call_auth_failures += 1;
-                    Self::respond(msg, 403, b"Forbidden (bad credentials)", tag, out);
-                    return CallerAuth::Denied;
-                }
-                Err(_) => {}
-            }
-        }
+            };
         let challenges = self.tenants[ti].challenger.challenges(now, stale);
         out.clear();
         let mut b = ResponseBuilder::new(msg, 407, b"Proxy Authentication Required").to_tag(tag);
@@ -298,6 +282,61 @@ impl Registrar {
         b.write(out);
         self.stats.call_challenges += 1;
         CallerAuth::Challenged
+    }
+
+    /// What the digest credentials in `header` of `msg` prove for `user` of tenant `ti`.
+    fn check_credentials(
+        &mut self,
+        ti: usize,
+        msg: &Message<'_>,
+        header: HeaderName,
+        user: &str,
+        now: Duration,
+    ) -> Proof {
+        let domain = self.tenants[ti].tenant.domain.clone();
+        let request = digest::Request {
+            method: msg.method().map_or(&b""[..], |m| m.as_bytes()),
+            uri: msg.request_uri().map_or(&[][..], sip::Uri::as_bytes),
+            body: msg.body(),
+        };
+        let mut stale = false;
+        for value in msg.header_values(header) {
+            let Ok(Credentials::Digest(view)) = digest::parse_credentials(value) else {
+                continue;
+            };
+            if !view.realm().eq_bytes(domain.as_bytes()) {
+                continue;
+            }
+            if text(&view.username().unescaped()) != user {
+                return Proof::Refused(403, b"Forbidden (identity)");
+            }
+            let Some(password) = self.tenants[ti].tenant.subscribers.get(user).cloned() else {
+                return Proof::Refused(403, b"Forbidden (bad credentials)");
+            };
+            match self.tenants[ti].challenger.verify(
+                &view,
+                &request,
+                Credential::Password(password.as_bytes()),
+                now,
+            ) {
+                Ok(()) => return Proof::Valid,
+                Err(VerifyError::StaleNonce) => stale = true,
+                // RFC 7616 §3.4.6: credentials for another URI are a bad request, not a
+                // reason to challenge again (a client would loop).
+                Err(VerifyError::UriMismatch) => {
+                    return Proof::Refused(
+                        400,
+                        b"Bad Request (digest uri differs from Request-URI)",
+                    )
+                }
+                Err(VerifyError::WrongResponse | VerifyError::Replay { .. }) => {
+                    return Proof::Refused(403, b"Forbidden (bad credentials)");
+                }
+                // Forged or foreign nonce, unsupported algorithm: challenge afresh.
+                Err(_) => {}
+            }
+        }
+        Proof::Missing { stale }
     }
 
     /// Installs bindings read from the store (after a restart); expired ones are skipped.
@@ -413,12 +452,7 @@ impl Registrar {
             t.tenant.aliases = aliases;
             return Ok(false);
         }
-        let mut c = ChallengerConfig::new(domain.clone(), self.config.secret.clone());
-        c.qop.auth_int = false;
-        c.accept_rfc2069 = false;
-        c.algorithms.clone_from(&self.config.algorithms);
-        let challenger =
-            Challenger::new(c, now).map_err(|e| format!("tenant {domain}: digest: {e}"))?;
+        let challenger = challenger_for(&self.config, &domain, now)?;
         self.tenants.push(TenantState {
             tenant: Tenant {
                 domain,
@@ -549,10 +583,18 @@ impl Registrar {
         Self::respond(msg, code, reason, tag, out)
     }
 
-    /// Sends 403 for credentials that do not hold; counted as an authentication failure.
-    fn deny(&mut self, msg: &Message<'_>, reason: &[u8], tag: &[u8], out: &mut Vec<u8>) -> Outcome {
+    /// Sends `code` (403, or 400 for credentials of another URI) for credentials that do
+    /// not hold; counted as an authentication failure.
+    fn deny(
+        &mut self,
+        msg: &Message<'_>,
+        code: u16,
+        reason: &[u8],
+        tag: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         self.stats.auth_failures += 1;
-        Self::respond(msg, 403, reason, tag, out)
+        Self::respond(msg, code, reason, tag, out)
     }
 
     fn respond(
@@ -596,46 +638,12 @@ impl Registrar {
         let aor = format!("{user}@{domain}");
 
         // Steps 2–4: authenticate, then authorise the identity for this AoR.
-        let ruri = msg.request_uri().map_or(&[][..], sip::Uri::as_bytes);
-        let request = digest::Request {
-            method: b"REGISTER",
-            uri: ruri,
-            body: msg.body(),
-        };
-        let mut stale = false;
-        let mut authed = false;
-        for value in msg.header_values(HeaderName::Authorization) {
-            let Ok(Credentials::Digest(view)) = digest::parse_credentials(value) else {
-                continue;
+        let (authed, stale) =
+            match self.check_credentials(ti, msg, HeaderName::Authorization, &user, now) {
+                Proof::Valid => (true, false),
+                Proof::Missing { stale } => (false, stale),
+                Proof::Refused(code, reason) => return self.deny(msg, code, reason, tag, out),
             };
-            if !view.realm().eq_bytes(domain.as_bytes()) {
-                continue;
-            }
-            let username = text(&view.username().unescaped());
-            if username != user {
-                return self.deny(msg, b"Forbidden (identity)", tag, out);
-            }
-            let Some(password) = self.tenants[ti].tenant.subscribers.get(&username).cloned() else {
-                return self.deny(msg, b"Forbidden (bad credentials)", tag, out);
-            };
-            match self.tenants[ti].challenger.verify(
-                &view,
-                &request,
-                Credential::Password(password.as_bytes()),
-                now,
-            ) {
-                Ok(()) => {
-                    authed = true;
-                    break;
-                }
-                Err(VerifyError::StaleNonce) => stale = true,
-                Err(VerifyError::WrongResponse | VerifyError::Replay { .. }) => {
-                    return self.deny(msg, b"Forbidden (bad credentials)", tag, out);
-                }
-                // Forged or foreign nonce, unsupported algorithm: challenge afresh.
-                Err(_) => {}
-            }
-        }
         if !authed {
             // Unknown users are challenged too: refusing them at once would tell a scanner
             // which users exist.

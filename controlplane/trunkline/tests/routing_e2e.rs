@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{free_udp_port, register_by_hand, repo, summary_count};
 
 const TENANT: &str = "[[tenant]]\ndomain = \"route.example\"\naliases = [\"127.0.0.1\"]\n\
 [[tenant.subscriber]]\nuser = \"alice\"\npassword = \"alice-pw-1\"\n\
@@ -109,69 +108,6 @@ impl Drop for Appliance {
     }
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn count(summary: &str, k: &str) -> u64 {
-    summary
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-        .unwrap_or_else(|| panic!("{k} in {summary}"))
-        .parse()
-        .unwrap()
-}
-
-/// REGISTER with digest auth from a throwaway socket, binding `contact`; the final status.
-fn register(port: u16, user: &str, password: &str, call_id: &str, contact: &str) -> u16 {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let local = sock.local_addr().unwrap();
-    let req = |cseq: u32, auth: &str| {
-        format!(
-            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=a{cseq}\r\n\
-             To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
-             Contact: <{contact}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    let mut buf = [0u8; 4096];
-    sock.send_to(req(1, "").as_bytes(), ("127.0.0.1", port))
-        .unwrap();
-    let n = sock.recv(&mut buf).unwrap();
-    let resp = sip::Message::parse(&buf[..n]).unwrap();
-    assert_eq!(resp.status(), Some(401));
-    let ch = resp.header(sip::HeaderName::WwwAuthenticate).unwrap();
-    let sip::digest::Challenge::Digest(view) = sip::digest::parse_challenge(ch).unwrap() else {
-        panic!("digest challenge");
-    };
-    let auth = sip::digest::respond(
-        &view,
-        &sip::digest::Request {
-            method: b"REGISTER",
-            uri: b"sip:127.0.0.1",
-            body: b"",
-        },
-        user.as_bytes(),
-        sip::digest::Credential::Password(password.as_bytes()),
-        b"routecnonce",
-        1,
-    )
-    .unwrap();
-    sock.send_to(
-        req(2, &format!("Authorization: {auth}\r\n")).as_bytes(),
-        ("127.0.0.1", port),
-    )
-    .unwrap();
-    let n = sock.recv(&mut buf).unwrap();
-    sip::Message::parse(&buf[..n]).unwrap().status().unwrap()
-}
-
 /// A sipp UAS on `port` running `scenario` (a file in tests/sipp, or `None` for sipp's own
 /// answering UAS) for one call.
 fn sipp_uas(port: u16, scenario: Option<&str>) -> Child {
@@ -235,7 +171,7 @@ fn forking_rings_both_phones_and_cancels_the_one_that_did_not_answer() {
     let answering = free_udp_port();
     for (i, p) in [ringing, answering].into_iter().enumerate() {
         assert_eq!(
-            register(
+            register_by_hand(
                 app.port,
                 "bob",
                 "bob-pw-2",
@@ -255,12 +191,12 @@ fn forking_rings_both_phones_and_cancels_the_one_that_did_not_answer() {
         "ringing phone (must receive CANCEL, answer 487, get the ACK)",
     );
     let s = app.stop();
-    assert_eq!(count(&s, "calls"), 1, "{s}");
-    assert_eq!(count(&s, "calls_answered"), 1, "{s}");
-    assert_eq!(count(&s, "branches"), 2, "{s}");
-    assert_eq!(count(&s, "cancels_sent"), 1, "{s}");
-    assert_eq!(count(&s, "calls_ended"), 1, "{s}");
-    assert_eq!(count(&s, "media_errors"), 0, "{s}");
+    assert_eq!(summary_count(&s, "calls"), 1, "{s}");
+    assert_eq!(summary_count(&s, "calls_answered"), 1, "{s}");
+    assert_eq!(summary_count(&s, "branches"), 2, "{s}");
+    assert_eq!(summary_count(&s, "cancels_sent"), 1, "{s}");
+    assert_eq!(summary_count(&s, "calls_ended"), 1, "{s}");
+    assert_eq!(summary_count(&s, "media_errors"), 0, "{s}");
 }
 
 #[test]
@@ -297,10 +233,10 @@ fn serial_failover_passes_a_silent_and_a_503_gateway() {
         "INVITE and at least one retransmission, got {invites}"
     );
     let s = app.stop();
-    assert_eq!(count(&s, "calls_answered"), 1, "{s}");
-    assert_eq!(count(&s, "failovers"), 2, "{s}");
-    assert_eq!(count(&s, "branch_timeouts"), 1, "{s}");
-    assert_eq!(count(&s, "branches"), 3, "{s}");
+    assert_eq!(summary_count(&s, "calls_answered"), 1, "{s}");
+    assert_eq!(summary_count(&s, "failovers"), 2, "{s}");
+    assert_eq!(summary_count(&s, "branch_timeouts"), 1, "{s}");
+    assert_eq!(summary_count(&s, "branches"), 3, "{s}");
 }
 
 /// An INVITE by hand to `user`; the first final status.
@@ -418,9 +354,9 @@ fn probing_disables_a_dead_gateway_and_enables_it_when_it_answers() {
     stop.store(true, Ordering::Relaxed);
     assert!(server.join().unwrap() >= 1);
     let s = app.stop();
-    assert_eq!(count(&s, "gateways_down"), 1, "{s}");
-    assert_eq!(count(&s, "gateways_up"), 1, "{s}");
-    assert!(count(&s, "probes_sent") >= 3, "{s}");
+    assert_eq!(summary_count(&s, "gateways_down"), 1, "{s}");
+    assert_eq!(summary_count(&s, "gateways_up"), 1, "{s}");
+    assert!(summary_count(&s, "probes_sent") >= 3, "{s}");
 }
 
 /// sipp's UAC through the 407 challenge (`uac_auth.xml`) to `number`; whether it completed.
@@ -474,10 +410,10 @@ fn outbound_calls_authenticate_with_407_and_carry_the_tenant_header() {
         "gateway (checks X-Tenant and that credentials were consumed)",
     );
     let s = app.stop();
-    assert_eq!(count(&s, "call_challenges"), 2, "{s}");
-    assert_eq!(count(&s, "calls_answered"), 1, "{s}");
-    assert_eq!(count(&s, "calls_refused"), 1, "{s}");
-    assert_eq!(count(&s, "calls_ended"), 1, "{s}");
+    assert_eq!(summary_count(&s, "call_challenges"), 2, "{s}");
+    assert_eq!(summary_count(&s, "calls_answered"), 1, "{s}");
+    assert_eq!(summary_count(&s, "calls_refused"), 1, "{s}");
+    assert_eq!(summary_count(&s, "calls_ended"), 1, "{s}");
 }
 
 /// One HTTP/1.1 request over the API's Unix socket or TCP; status and JSON body.
@@ -571,7 +507,7 @@ fn rest_api_changes_subscribers_registrations_and_routing_at_runtime() {
     assert_eq!(code, 201, "{r}");
     let contact_port = free_udp_port();
     assert_eq!(
-        register(
+        register_by_hand(
             app.port,
             "carol",
             "carol-pw-3",
@@ -669,7 +605,7 @@ fn rest_api_changes_subscribers_registrations_and_routing_at_runtime() {
     assert_eq!(code, 404);
     let s = app.stop();
     assert!(!sock.exists(), "the socket is removed at stop");
-    assert_eq!(count(&s, "branches"), 1, "{s}");
+    assert_eq!(summary_count(&s, "branches"), 1, "{s}");
 
     // The changes were saved: a restart keeps carol and the routing table...
     let app = Appliance::start("rest", None, &extra);
@@ -682,7 +618,7 @@ fn rest_api_changes_subscribers_registrations_and_routing_at_runtime() {
     let (_, table) = http(&api, "GET", "/v1/routing", None, None);
     assert_eq!(table["routes"][0]["prefix"], "5", "{table}");
     assert_eq!(
-        register(
+        register_by_hand(
             app.port,
             "carol",
             "carol-pw-3",
@@ -716,7 +652,7 @@ fn a_call_whose_media_stops_is_ended_with_bye_to_both_parties() {
     );
     let callee = free_udp_port();
     assert_eq!(
-        register(
+        register_by_hand(
             app.port,
             "bob",
             "bob-pw-2",
@@ -753,7 +689,11 @@ fn a_call_whose_media_stops_is_ended_with_bye_to_both_parties() {
     wait_ok(uas, "callee (must get a BYE)");
     assert!(started.elapsed() < Duration::from_secs(15));
     let s = app.stop();
-    assert_eq!(count(&s, "media_timeouts"), 1, "{s}");
-    assert_eq!(count(&s, "calls_ended"), 1, "{s}");
-    assert_eq!(count(&s, "stray"), 0, "the BYEs' 200s are ours: {s}");
+    assert_eq!(summary_count(&s, "media_timeouts"), 1, "{s}");
+    assert_eq!(summary_count(&s, "calls_ended"), 1, "{s}");
+    assert_eq!(
+        summary_count(&s, "stray"),
+        0,
+        "the BYEs' 200s are ours: {s}"
+    );
 }
