@@ -196,8 +196,7 @@ impl Counters {
     }
 }
 
-const ALLOW: &[u8] = b"INVITE, ACK, BYE, CANCEL, REGISTER, OPTIONS";
-const SERVER: &[u8] = concat!("Trunkline/", env!("CARGO_PKG_VERSION")).as_bytes();
+use sip::{ALLOW, SERVER};
 
 /// What [`answer`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

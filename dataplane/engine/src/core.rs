@@ -10,12 +10,13 @@ use dpio::{AnyBackend, Backend, BackendKind, RxPacket, SocketId};
 use hdrhistogram::Histogram;
 use rtp::{DropReason, LegEvent, Verdict};
 use shmq::schema::{
-    msg_type, CoreStats, CreateSession, DtmfEvent, FailReason, Leg as WireLeg, SessionInfo,
-    SessionStats, SessionSummary, UpdateSession,
+    msg_type, CoreStats, CreateSession, DtmfEvent, FailReason, Leg as WireLeg, RawSipFragment,
+    SessionInfo, SessionStats, SessionSummary, UpdateSession,
 };
 use shmq::{Command, DataEnd, DecodeError, Event, Meta, POLL_BATCH};
 
 use crate::layout::{PortLayout, PORTS_PER_SESSION};
+use crate::sipfast::{Decision, SipPath};
 use crate::table::{InsertError, Session, SessionTable};
 
 /// How long a busy core waits in its backend before looking at its command ring again (an
@@ -25,6 +26,10 @@ pub const IDLE_POLL: Duration = Duration::from_millis(2);
 pub const TIMER_SCAN: Duration = Duration::from_millis(100);
 /// Most `SessionInfo` records one `ListSessions` command answers with.
 pub const LIST_PAGE: usize = 32;
+/// Receive buffer size of a core with SIP listeners.
+pub const SIP_BUFFER: u32 = 4096;
+/// Copy buffers (replies, SIP sent down) of a core with SIP listeners.
+pub const SIP_COPY_BUFFERS: u32 = 1024;
 
 /// What a core needs to start.
 #[derive(Debug, Clone)]
@@ -39,6 +44,9 @@ pub struct CoreSetup {
     pub layout: PortLayout,
     /// Backend options.
     pub io: dpio::Config,
+    /// SIP UDP listeners this core serves (listener id = index), with the fast path
+    /// ([`crate::sipfast`]); empty on cores that carry media only.
+    pub sip: Vec<SocketAddr>,
 }
 
 /// Per-core counters kept by the loop (the backend keeps its own [`dpio::IoStats`]).
@@ -69,6 +77,10 @@ pub struct CoreLoop {
     layout: PortLayout,
     /// Socket of port offset `i` within the core is `sockets[i]`.
     sockets: Box<[SocketId]>,
+    /// Socket of SIP listener `i` is `sip_sockets[i]` (their ids follow the media ports').
+    sip_sockets: Box<[SocketId]>,
+    /// The SIP fast path, on a core with SIP listeners.
+    sip: Option<Box<SipPath>>,
     table: SessionTable,
     counters: Counters,
     latency: Histogram<u64>,
@@ -88,7 +100,13 @@ impl CoreLoop {
         }
         let ports = setup.layout.ports_per_core();
         let mut io_cfg = setup.io.clone();
-        io_cfg.max_sockets = io_cfg.max_sockets.max(ports);
+        io_cfg.max_sockets = io_cfg.max_sockets.max(ports + setup.sip.len() as u32);
+        if !setup.sip.is_empty() {
+            // SIP over UDP: datagrams up to SIP_BUFFER - 44 bytes (RFC 3261 §18.1.1 sends
+            // anything near the MTU over TCP), and a larger pool for the replies we copy.
+            io_cfg.buffer_size = io_cfg.buffer_size.max(SIP_BUFFER);
+            io_cfg.copy_buffers = io_cfg.copy_buffers.max(SIP_COPY_BUFFERS);
+        }
         let (mut io, why) = AnyBackend::new(&io_cfg)?;
         let base = setup.layout.core_base(setup.core);
         let mut sockets = Vec::with_capacity(ports as usize);
@@ -104,6 +122,16 @@ impl CoreLoop {
                 })?;
             sockets.push(id);
         }
+        let mut sip_sockets = Vec::with_capacity(setup.sip.len());
+        for &addr in &setup.sip {
+            let id = io.add_udp(addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("core {}: SIP bind {addr}: {e}", setup.core),
+                )
+            })?;
+            sip_sockets.push(id);
+        }
         // Commands wake an idle core through the ring's eventfd (the DataEnd, which owns the
         // fd, lives as long as the backend: both are fields of the CoreLoop).
         io.add_wake_fd(end.command_wake_fd().as_raw_fd())?;
@@ -116,6 +144,8 @@ impl CoreLoop {
             end,
             layout: setup.layout,
             sockets: sockets.into_boxed_slice(),
+            sip: (!sip_sockets.is_empty()).then(|| Box::new(SipPath::new())),
+            sip_sockets: sip_sockets.into_boxed_slice(),
             table: SessionTable::new(u32::from(setup.layout.sessions_per_core)),
             counters: Counters::default(),
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
@@ -123,6 +153,12 @@ impl CoreLoop {
             commands,
             uring_unavailable: why.map(|w| w.to_string()),
         })
+    }
+
+    /// Where SIP listener `listener` is bound.
+    pub fn sip_addr(&self, listener: usize) -> Option<SocketAddr> {
+        let id = *self.sip_sockets.get(listener)?;
+        self.io.local_addr(id).ok()
     }
 
     /// The backend in use.
@@ -196,6 +232,10 @@ impl CoreLoop {
     /// Handles one datagram; returns whether it was forwarded.
     #[inline]
     fn on_packet(&mut self, now: Instant, rx: RxPacket) -> bool {
+        if rx.socket.index() as usize >= self.sockets.len() {
+            self.on_sip(now, rx);
+            return false;
+        }
         let role = PortLayout::role_of_offset(self.core, rx.socket.index());
         let Some(sess) = self.table.get_mut(role.slot) else {
             self.counters.drop_no_session += 1;
@@ -291,6 +331,66 @@ impl CoreLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// A datagram on a SIP listener: answered here, or handed to the control plane.
+    fn on_sip(&mut self, now: Instant, rx: RxPacket) {
+        let listener = rx.socket.index() - self.sockets.len() as u32;
+        let Some(sip) = self.sip.as_deref_mut() else {
+            self.io.release(rx.buf);
+            return;
+        };
+        let bytes = self.io.payload(rx.buf, rx.len);
+        match sip.on_datagram(now, rx.peer, bytes) {
+            Decision::Keepalive | Decision::Absorbed => {}
+            Decision::Reply => {
+                if self.io.send_copy(rx.socket, rx.peer, sip.reply()).is_err() {
+                    self.counters.tx_refused += 1;
+                }
+            }
+            Decision::Resend { slot } => {
+                if self
+                    .io
+                    .send_copy(rx.socket, rx.peer, sip.stored(slot))
+                    .is_err()
+                {
+                    self.counters.tx_refused += 1;
+                }
+            }
+            Decision::Up { key } => {
+                match self.end.emit_raw_sip_up(0, listener, rx.peer, bytes) {
+                    Ok(()) => sip.sent_up(key, now),
+                    // Ring full or too large: counted; the peer retransmits.
+                    Err(_) => self.counters.events_dropped += 1,
+                }
+            }
+        }
+        self.io.release(rx.buf);
+    }
+
+    /// A RawSipDown fragment: when the message is whole, send it from its listener.
+    fn on_sip_down(&mut self, meta: Meta, frag: &RawSipFragment) {
+        let Some(sip) = self.sip.as_deref_mut() else {
+            if frag.frag_index == 0 {
+                self.fail(
+                    meta.seq,
+                    msg_type::RAW_SIP_DOWN,
+                    0,
+                    FailReason::UnknownListener,
+                );
+            }
+            return;
+        };
+        let Some((listener, to, bytes)) = sip.on_down(Instant::now(), meta, frag) else {
+            return;
+        };
+        let Some(&socket) = self.sip_sockets.get(listener as usize) else {
+            self.counters.tx_refused += 1;
+            return;
+        };
+        if self.io.send_copy(socket, to, bytes).is_err() {
+            self.counters.tx_refused += 1;
         }
     }
 
@@ -410,11 +510,7 @@ impl CoreLoop {
                 let st = self.core_stats();
                 self.emit(seq, &Event::CoreStats(st));
             }
-            Command::RawSipDown(f) => {
-                if f.frag_index == 0 {
-                    self.fail(seq, msg_type::RAW_SIP_DOWN, 0, FailReason::UnknownListener);
-                }
-            }
+            Command::RawSipDown(f) => self.on_sip_down(meta, &f),
         }
     }
 
@@ -554,6 +650,7 @@ impl CoreLoop {
         let io = self.io.stats();
         let c = &self.counters;
         let h = &self.latency;
+        let sc = self.sip.as_ref().map(|s| s.counters).unwrap_or_default();
         CoreStats {
             sessions: self.table.len(),
             session_capacity: self.table.capacity(),
@@ -584,6 +681,10 @@ impl CoreLoop {
             latency_p999_ns: h.value_at_quantile(0.999),
             latency_max_ns: h.max(),
             latency_count: h.len(),
+            sip_received: sc.received,
+            sip_up: sc.up,
+            sip_absorbed: sc.absorbed,
+            sip_local: sc.local,
         }
     }
 }

@@ -67,6 +67,10 @@ struct Args {
     /// io_uring_enter per loop turn.
     #[arg(long)]
     sqpoll_idle_ms: Option<u32>,
+    /// SIP UDP listener (repeatable; listener id = position): core 0 owns the socket and
+    /// runs the SIP fast path, handing what it cannot answer to the control plane.
+    #[arg(long = "sip-udp", value_name = "ADDR")]
+    sip_udp: Vec<std::net::SocketAddr>,
 }
 
 /// Runs the dataplane process with command-line arguments `args` (the first is the program
@@ -149,6 +153,11 @@ fn run(args: &Args) -> Result<(), String> {
                 sqpoll_idle_ms: args.sqpoll_idle_ms,
                 ..dpio::Config::default()
             },
+            sip: if core == 0 {
+                args.sip_udp.clone()
+            } else {
+                Vec::new()
+            },
         };
         let stop = Arc::clone(&stop);
         let ready = ready_tx.clone();
@@ -203,7 +212,7 @@ fn run(args: &Args) -> Result<(), String> {
     let listener = bind_control_socket(&args.control_socket)?;
     println!(
         "trunkline-dataplane ready: {cores} core(s), backend {}, media {} ports {}-{} \
-         ({} sessions/core), region /dev/shm/{}, control socket {}",
+         ({} sessions/core), region /dev/shm/{}, control socket {}{}",
         backends.first().map_or("", String::as_str),
         args.media_address,
         args.port_min,
@@ -211,6 +220,12 @@ fn run(args: &Args) -> Result<(), String> {
         layout.sessions_per_core,
         args.region,
         args.control_socket.display(),
+        if args.sip_udp.is_empty() {
+            String::new()
+        } else {
+            let l: Vec<String> = args.sip_udp.iter().map(|a| format!("udp:{a}")).collect();
+            format!(", SIP {} (core 0)", l.join(" "))
+        },
     );
     let _ = io::stdout().flush();
 

@@ -8,12 +8,18 @@
 //! and core statistics). A session's ports name its core and slot: no hash and no lock on
 //! the packet path, and no allocation after start-up.
 //!
-//! What it does not do (yet): SIP transports and the SIP fast path (raw SIP records are
-//! refused with `UnknownListener`), AF_XDP/XDP, mixing, SRTP.
+//! SIP over UDP: a core given SIP listeners ([`CoreSetup::sip`]) owns their sockets and runs
+//! the SIP fast path ([`sipfast`]): keepalives, OPTIONS and request retransmissions are
+//! answered on the core; everything else goes to the control plane as RawSipUp records, and
+//! what the control plane sends (RawSipDown) leaves from the listener's socket.
+//!
+//! What it does not do (yet): SIP over TCP/TLS, in-dialog forwarding on installed dialog
+//! routes, AF_XDP/XDP, mixing, SRTP.
 
 pub mod core;
 pub mod daemon;
 pub mod layout;
+pub mod sipfast;
 pub mod table;
 
 pub use crate::core::{CoreLoop, CoreSetup};

@@ -1,6 +1,8 @@
 //! The core loop's hot path allocates nothing after start-up: a counting global allocator
-//! watches every loop turn while RTP is relayed both ways and the control plane queries
-//! stats over the real shared-memory rings. Once per backend.
+//! watches every loop turn while RTP is relayed both ways, the control plane queries stats
+//! over the real shared-memory rings, and a phone talks SIP to the core's SIP listener
+//! (keepalives and OPTIONS answered on the core, REGISTERs handed up and answered down,
+//! their retransmissions answered from the fast path's table). Once per backend.
 #![allow(unsafe_code)] // reason: a counting #[global_allocator] must implement the unsafe GlobalAlloc trait.
 #![allow(clippy::unwrap_used)]
 
@@ -120,6 +122,7 @@ fn hot_path_allocates_nothing(kind: dpio::BackendKind, port_min: u16) {
             force: Some(kind),
             ..dpio::Config::default()
         },
+        sip: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))],
     };
     let mut core = CoreLoop::new(&setup, end).unwrap();
     assert_eq!(core.backend(), kind);
@@ -152,6 +155,14 @@ fn hot_path_allocates_nothing(kind: dpio::BackendKind, port_min: u16) {
     let ports = ports.expect("session created");
     let relay_a = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[0]));
     let relay_b = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[1]));
+    let sip_at = core.sip_addr(0).unwrap();
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone.set_nonblocking(true).unwrap();
+    let phone_at = phone.local_addr().unwrap();
+    let mut up = shmq::schema::RawSipReassembler::new();
+    let mut sip_seen = SipSeen::default();
+    // The REGISTER answered last round: this round retransmits it.
+    let mut last_register: Option<Vec<u8>> = None;
 
     let mut relayed = [0u64; 2];
     let mut seq = 0u16;
@@ -169,6 +180,16 @@ fn hot_path_allocates_nothing(kind: dpio::BackendKind, port_min: u16) {
             .unwrap();
         ctl.send(u64::from(seq), &Command::QueryCoreStats { echo: 0 })
             .unwrap();
+        // SIP: a keepalive, an OPTIONS, a new REGISTER, and last round's REGISTER again.
+        phone.send_to(b"\r\n\r\n", sip_at).unwrap();
+        phone
+            .send_to(&sip_request("OPTIONS", seq, phone_at), sip_at)
+            .unwrap();
+        let register = sip_request("REGISTER", seq, phone_at);
+        phone.send_to(&register, sip_at).unwrap();
+        if let Some(r) = last_register.take() {
+            phone.send_to(&r, sip_at).unwrap();
+        }
         COUNTING.with(|c| c.set(counting));
         for _ in 0..4 {
             core.turn(Duration::from_millis(1), &mut next_scan).unwrap();
@@ -176,7 +197,22 @@ fn hot_path_allocates_nothing(kind: dpio::BackendKind, port_min: u16) {
         COUNTING.with(|c| c.set(false));
         relayed[0] += drain(&callee);
         relayed[1] += drain(&caller);
-        ctl.poll_events(64, |_, _| {});
+        sip_seen.read(&phone);
+        // The control plane's side: each REGISTER that came up is answered 200 down.
+        let mut answers = Vec::new();
+        ctl.poll_events(64, |m, e| {
+            if let Ok(Event::RawSipUp(f)) = e {
+                if let Ok(Some(msg)) = up.push(m, &f) {
+                    sip_seen.up += 1;
+                    assert_eq!(msg.addr, phone_at);
+                    answers.push(ok_for(msg.bytes));
+                }
+            }
+        });
+        for a in &answers {
+            ctl.send_raw_sip(0, 0, phone_at, a).unwrap();
+        }
+        last_register = Some(register);
     };
     for _ in 0..20 {
         round(&mut core, &mut ctl, false, &mut relayed);
@@ -198,9 +234,64 @@ fn hot_path_allocates_nothing(kind: dpio::BackendKind, port_min: u16) {
         measured[0] >= 1990 && measured[1] >= 1990,
         "relayed {measured:?} of 2000 each way"
     );
+    sip_seen.read(&phone);
     let st = core.core_stats();
     assert_eq!(st.relayed_rtp, relayed[0] + relayed[1]);
     assert!(st.latency_count > 0);
+    // 270 rounds: each one keepalive, one OPTIONS (200 here), one REGISTER (up, then 200
+    // from the control plane) and, from the second round on, one retransmission (the 200
+    // again, from the table).
+    assert_eq!(st.sip_received, 270 * 3 + 269, "{st:?}");
+    assert_eq!(st.sip_local, 270 * 2, "{st:?}");
+    assert_eq!(st.sip_up, 270, "{st:?}");
+    assert_eq!(sip_seen.up, 270);
+    assert_eq!(st.sip_absorbed, 269, "{st:?}");
+    assert_eq!(sip_seen.options_ok, 270);
+    // Every REGISTER's 200 once from the control plane, once again for its retransmission
+    // (the last one is not retransmitted).
+    assert_eq!(sip_seen.register_ok, 270 + 269);
+}
+
+/// What the phone got back, and what reached the control plane.
+#[derive(Default)]
+struct SipSeen {
+    options_ok: u64,
+    register_ok: u64,
+    up: u64,
+}
+
+impl SipSeen {
+    fn read(&mut self, phone: &UdpSocket) {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, _)) = phone.recv_from(&mut buf) {
+            let m = sip::Message::parse(&buf[..n]).unwrap();
+            assert_eq!(m.status(), Some(200));
+            match m.cseq().method {
+                b"OPTIONS" => self.options_ok += 1,
+                b"REGISTER" => self.register_ok += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+fn sip_request(method: &str, seq: u16, from: SocketAddr) -> Vec<u8> {
+    format!(
+        "{method} sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{method}{seq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=t{seq}\r\nTo: <sip:alice@127.0.0.1>\r\n\
+         Call-ID: {method}-{seq}@test\r\nCSeq: {seq} {method}\r\nContact: <sip:alice@{from}>\r\n\
+         Expires: 60\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn ok_for(request: &[u8]) -> Vec<u8> {
+    let req = sip::Message::parse(request).unwrap();
+    let mut out = Vec::new();
+    sip::edit::ResponseBuilder::new(&req, 200, b"OK")
+        .to_tag(b"cp")
+        .write(&mut out);
+    out
 }
 
 #[test]

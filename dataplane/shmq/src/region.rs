@@ -26,7 +26,7 @@ use crate::sys::{self, Mapping};
 /// "TRKLSHMQ" as a native-endian u64 (the region never leaves the machine).
 pub const MAGIC: u64 = u64::from_ne_bytes(*b"TRKLSHMQ");
 /// Layout and schema version; bump on any change to the header, ring or record layout.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes of the region header.
 pub const HEADER_SIZE: usize = 128;
 /// Most cores a region may hold (bounded so a handoff fits one SCM_RIGHTS message).

@@ -437,7 +437,7 @@ pub struct SessionInfo {
 }
 
 /// Number of u64 fields of [`CoreStats`] after its header fields.
-const CORE_STATS_COUNTERS: usize = 24;
+const CORE_STATS_COUNTERS: usize = 27;
 
 /// One dataplane core's counters and its relay latency (receive → send submitted), for
 /// `trunkctl show cores` and the benchmark. Counters are totals since the core started.
@@ -495,6 +495,14 @@ pub struct CoreStats {
     pub latency_max_ns: u64,
     /// Packets whose latency was recorded.
     pub latency_count: u64,
+    /// SIP datagrams received on the core's SIP listeners.
+    pub sip_received: u64,
+    /// SIP messages handed to the control plane.
+    pub sip_up: u64,
+    /// SIP request retransmissions answered or dropped on the core.
+    pub sip_absorbed: u64,
+    /// SIP keepalives and OPTIONS answered on the core.
+    pub sip_local: u64,
 }
 
 impl CoreStats {
@@ -523,7 +531,10 @@ impl CoreStats {
             self.latency_p999_ns,
             self.latency_max_ns,
             self.latency_count,
-            0,
+            self.sip_received,
+            self.sip_up,
+            self.sip_absorbed,
+            self.sip_local,
         ]
     }
 
@@ -560,6 +571,10 @@ impl CoreStats {
             latency_p999_ns: c[20],
             latency_max_ns: c[21],
             latency_count: c[22],
+            sip_received: c[23],
+            sip_up: c[24],
+            sip_absorbed: c[25],
+            sip_local: c[26],
         }
     }
 }

@@ -165,6 +165,10 @@ fn events() -> Vec<Event> {
             latency_p999_ns: 21,
             latency_max_ns: 22,
             latency_count: 23,
+            sip_received: 24,
+            sip_up: 25,
+            sip_absorbed: 26,
+            sip_local: 27,
         }),
     ]
 }

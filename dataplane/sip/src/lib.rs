@@ -22,3 +22,11 @@ pub mod uri;
 pub use header::{CSeq, Contact, HeaderName, NameAddr, Via};
 pub use message::{Header, Message, Method, ParseError, StartLine};
 pub use uri::{Host, HostKind, Params, Scheme, Uri, UriError};
+
+/// The methods Trunkline accepts, for `Allow` headers (the dataplane's fast path and the
+/// control plane answer with the same list).
+pub const ALLOW: &[u8] =
+    b"INVITE, ACK, BYE, CANCEL, REGISTER, OPTIONS, PRACK, UPDATE, INFO, MESSAGE";
+
+/// `Server` / `User-Agent` value: product and version.
+pub const SERVER: &[u8] = concat!("Trunkline/", env!("CARGO_PKG_VERSION")).as_bytes();
